@@ -1,0 +1,79 @@
+"""The one place checkpoints are read, for sampling, reports and resuming training.
+
+Checkpoints are loaded with `torch.load(weights_only=True)`: only tensors and
+plain containers are unpickled, so a crafted file cannot run code.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from namegen.data import Vocab
+from namegen.model import MLP, MLPConfig
+from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION
+
+CHECKPOINT_DIR = "checkpoints"
+BEST, LAST = "best.ckpt", "last.ckpt"
+
+
+class CheckpointError(ValueError):
+    """A path that does not lead to a usable namegen checkpoint; the message says why."""
+
+
+@dataclass
+class Loaded:
+    model: MLP  # in eval mode: BatchNorm uses its running statistics
+    vocab: Vocab
+    path: Path
+    raw: dict[str, Any]
+
+
+def resolve(path: str | Path, name: str = BEST) -> Path:
+    """A .ckpt file as is; a run folder -> its checkpoints/<name>."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        candidate = p / CHECKPOINT_DIR / name
+        if not candidate.is_file():
+            raise CheckpointError(f"{p} has no {CHECKPOINT_DIR}/{name}; is it a namegen run folder that has trained?")
+        return candidate
+    if not p.exists():
+        raise CheckpointError(f"no such file or folder: {str(p)!r}; give a .ckpt file or a run folder")
+    return p
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict of a namegen .ckpt file, read weights-only, or a CheckpointError."""
+    p = Path(path)
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{p}: refused to load, it holds more than weights ({first})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{p}: not a readable checkpoint, truncated or corrupt ({first})") from None
+    meta = ckpt.get(CHECKPOINT_KEY) if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{p}: not a namegen checkpoint (no '{CHECKPOINT_KEY}' section); was it written by namegen?")
+    if meta.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{p}: namegen checkpoint format {meta.get('version')!r}, this namegen reads {CHECKPOINT_VERSION}"
+        )
+    return ckpt
+
+
+def load_checkpoint(path: str | Path) -> Loaded:
+    """Rebuild the trained model and its vocabulary from a .ckpt file or a run folder (best checkpoint)."""
+    p = resolve(path)
+    ckpt = read_checkpoint(p)
+    meta = ckpt[CHECKPOINT_KEY]
+    model = MLP(MLPConfig(**meta["model"]))
+    prefix = "model."
+    model.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
+    return Loaded(model.eval(), Vocab.from_list(meta["vocab"]), p, ckpt)

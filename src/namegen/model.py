@@ -1,0 +1,115 @@
+"""makemore's deep character MLP, with the initialization and normalization as choices.
+
+    idx (B, T) -> Embedding -> flatten (B, T*n_embd)
+               -> depth x [Linear(n_hidden) -> norm -> act]        (B, n_hidden)
+               -> Linear(vocab) -> norm                            (B, V) logits
+
+A Linear feeding a norm has no bias: the norm's own shift makes it redundant.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+NORMS = ("none", "batchnorm", "layernorm")
+ACTIVATIONS = ("tanh", "relu")
+INITS = ("naive", "kaiming", "pytorch")
+
+
+@dataclass
+class MLPConfig:
+    vocab_size: int = 27
+    block_size: int = 3
+    n_embd: int = 10
+    n_hidden: int = 100
+    depth: int = 5
+    norm: str = "batchnorm"
+    activation: str = "tanh"
+    bn_momentum: float = 0.1
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_embd", "n_hidden", "depth"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"model.{name}={value!r} must be a positive integer")
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        if not 0.0 <= self.bn_momentum <= 1.0:
+            raise ValueError(f"model.bn_momentum={self.bn_momentum!r} must be in [0, 1]")
+
+
+def make_norm(kind: str, dim: int, bn_momentum: float) -> nn.Module:
+    if kind == "batchnorm":
+        return nn.BatchNorm1d(dim, momentum=bn_momentum)
+    if kind == "layernorm":
+        return nn.LayerNorm(dim)
+    return nn.Identity()
+
+
+class Block(nn.Module):
+    """One hidden layer: Linear -> norm -> activation. `act`'s output is what diagnostics watch."""
+
+    def __init__(self, fan_in: int, fan_out: int, cfg: MLPConfig):
+        super().__init__()
+        self.linear = nn.Linear(fan_in, fan_out, bias=cfg.norm == "none")
+        self.norm = make_norm(cfg.norm, fan_out, cfg.bn_momentum)
+        self.act = nn.Tanh() if cfg.activation == "tanh" else nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.linear(x)))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: MLPConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        widths = [cfg.block_size * cfg.n_embd] + [cfg.n_hidden] * cfg.depth
+        self.hidden = nn.ModuleList(Block(i, o, cfg) for i, o in zip(widths[:-1], widths[1:]))
+        self.head = nn.Linear(cfg.n_hidden, cfg.vocab_size, bias=cfg.norm == "none")
+        self.head_norm = make_norm(cfg.norm, cfg.vocab_size, cfg.bn_momentum)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.wte(idx).flatten(1)  # (B, T) -> (B, T, n_embd) -> (B, T*n_embd)
+        for block in self.hidden:
+            x = block(x)  # (B, n_hidden)
+        return self.head_norm(self.head(x))  # (B, V)
+
+
+@torch.no_grad()
+def initialize(model: MLP, scheme: str, gain: float = 5 / 3, output_scale: float = 0.1) -> MLP:
+    """Set the weights by `scheme`.
+
+    naive:   embedding and every weight ~ N(0, 1), biases 0. Pre-activations have
+             std ~ sqrt(fan_in): the tanh saturates and the logits are huge.
+    kaiming: weights ~ N(0, 1) * gain / sqrt(fan_in) (gain 5/3 offsets tanh's
+             squashing), biases 0; the output layer gets gain 1 and is shrunk by
+             `output_scale` so the first logits are near zero (with a norm on the
+             logits, its gain is shrunk instead, since the norm would undo it).
+    pytorch: leave PyTorch's default init (uniform +-1/sqrt(fan_in)), for reference.
+    """
+    if scheme not in INITS:
+        raise ValueError(f"unknown init {scheme!r}; choose one of {', '.join(INITS)}")
+    if scheme == "pytorch":
+        return model
+    nn.init.normal_(model.wte.weight)
+    linears = [b.linear for b in model.hidden] + [model.head]
+    for layer in linears:
+        fan_in = layer.weight.shape[1]
+        nn.init.normal_(layer.weight)
+        if scheme == "kaiming":
+            layer.weight *= (gain if layer is not model.head else 1.0) / math.sqrt(fan_in)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+    if scheme == "kaiming":
+        if isinstance(model.head_norm, nn.Identity):
+            model.head.weight *= output_scale
+        else:
+            model.head_norm.weight *= output_scale
+    return model
