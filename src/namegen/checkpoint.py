@@ -7,7 +7,6 @@ plain containers are unpickled, so a crafted file cannot run code.
 from __future__ import annotations
 
 import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,17 +46,20 @@ def resolve(path: str | Path, name: str = BEST) -> Path:
     return p
 
 
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint dict of a namegen .ckpt file, read weights-only, or a CheckpointError."""
     p = Path(path)
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{p}: refused to load, it holds more than weights ({first})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{p}: not a readable checkpoint, truncated or corrupt ({first})") from None
+        raise CheckpointError(f"{p}: refused to load, it holds more than weights ({_first_line(e)})") from None
+    except Exception as e:  # torch.load raises many types on a file that is not a checkpoint
+        raise CheckpointError(f"{p}: not a readable checkpoint, truncated or corrupt ({_first_line(e)})") from None
     meta = ckpt.get(CHECKPOINT_KEY) if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{p}: not a namegen checkpoint (no '{CHECKPOINT_KEY}' section); was it written by namegen?")

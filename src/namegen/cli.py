@@ -1,0 +1,55 @@
+"""The `namegen` console command: `namegen sample PATH [-n N] [--seed S] [--temperature T]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from namegen.checkpoint import CheckpointError, load_checkpoint
+from namegen.sample import sample_names
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be > 0 (1.0 samples the model as trained)")
+    return value
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    loaded = load_checkpoint(args.path)
+    for name in sample_names(loaded.model, loaded.vocab, args.n, args.seed, args.temperature):
+        print(name)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="namegen", description="Sample names from trained namegen checkpoints.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("sample", help="print names drawn from a checkpoint")
+    s.add_argument("path", help="a .ckpt file, or a run folder (its checkpoints/best.ckpt is used)")
+    s.add_argument("-n", type=positive_int, default=10, help="how many names (default 10)")
+    s.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same names (default 0)")
+    s.add_argument("--temperature", type=positive_float, default=1.0, help="< 1 safer, > 1 wilder (default 1.0)")
+    s.set_defaults(func=cmd_sample)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except CheckpointError as e:
+        print(f"namegen: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
