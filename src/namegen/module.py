@@ -11,9 +11,18 @@ import torch
 import torch.nn.functional as F
 
 from namegen.model import MLP, MLPConfig, initialize
+from namegen.stats import format_layer_stats, layer_stats
 
 CHECKPOINT_KEY = "namegen"  # marks our checkpoints and carries what rebuilding the model needs
 CHECKPOINT_VERSION = 1
+
+class DivergedError(RuntimeError):
+    """The loss stopped being finite. The message names the step and each layer's state at that moment."""
+
+    def __init__(self, step: int, loss: float, report: str):
+        super().__init__(f"loss became {loss} at step {step}; per-layer statistics at that step:\n{report}")
+        self.step = step
+
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
@@ -64,6 +73,9 @@ class NameGen(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = loss_fn(self.model, batch)
+        # Checked every step so a divergence is caught at the step it happens (one scalar sync: cheap on CPU).
+        if not torch.isfinite(loss):
+            raise DivergedError(self.global_step, loss.item(), format_layer_stats(layer_stats(self.model, batch[0])))
         # Logging every step costs more than the step itself on this small net; log on logging steps only.
         if self.global_step % self.log_every_n_steps == 0:
             self.log("loss", loss, prog_bar=True, logger=False)

@@ -1,4 +1,4 @@
-"""Hydra plumbing for sweeps: flat job folder names from the swept choices.
+"""Hydra plumbing for sweeps: flat job folder names, and the summary table when a sweep ends.
 
 `python train.py -m init=naive,kaiming norm=none,batchnorm trainer.max_steps=500`
 names its job folders `init=naive,norm=none`, ...: only the swept keys, in
@@ -9,12 +9,18 @@ and handed to the jobs (which may run in other processes) through the environmen
 
 from __future__ import annotations
 
+import csv
+import json
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from namegen.training import RESULT_FILE
 
 SWEPT_KEYS_ENV = "NAMEGEN_SWEPT_KEYS"
 
@@ -34,8 +40,61 @@ def job_name(task_overrides: list[str], job_num: Any = 0) -> str:
 OmegaConf.register_new_resolver("namegen_job_name", job_name, replace=True)
 
 
+# (column, result.json key, format); the summary's columns in order
+COLUMNS = [
+    ("status", "status", "{}"),
+    ("init loss", "init_loss", "{:.3f}"),
+    ("log(V)", "uniform_loss", "{:.3f}"),
+    ("sat@0", "init_saturation", "{:.1%}"),
+    ("sat@end", "final_saturation", "{:.1%}"),
+    ("train loss", "train_loss", "{:.3f}"),
+    ("val loss", "val_loss", "{:.4f}"),
+    ("best val", "best_val_loss", "{:.4f}"),
+    ("test loss", "test_loss", "{:.4f}"),
+    ("steps/s", "steps_per_sec", "{:.0f}"),
+    ("error", "error", "{}"),
+]
+
+
+def collect(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(run name, result) for each job folder of a sweep; a job that left no result counts as failed."""
+    runs = []
+    for run in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()):
+        result_file = run / RESULT_FILE
+        if result_file.is_file():
+            runs.append((run.name, json.loads(result_file.read_text())))
+        else:
+            runs.append((run.name, {"status": "failed", "error": f"no {RESULT_FILE}: the job died before finishing"}))
+    return runs
+
+
+def _cell(fmt: str, value: Any) -> str:
+    return "" if value is None else fmt.format(value)
+
+
+def write_summary(sweep_dir: Path) -> str:
+    """Write summary.md and summary.csv into the sweep folder; return the Markdown table."""
+    runs = collect(sweep_dir)
+    header = ["run"] + [c for c, _, _ in COLUMNS]
+    rows = [[name] + [_cell(fmt, r.get(key)) for _, key, fmt in COLUMNS] for name, r in runs]
+    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run"] + [key for _, key, _ in COLUMNS])
+        writer.writerows([name] + [r.get(key) for _, key, _ in COLUMNS] for name, r in runs)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    table = "\n".join(lines) + "\n"
+    (sweep_dir / "summary.md").write_text(f"# Sweep summary: {sweep_dir}\n\n{table}")
+    return table
+
+
 class SweepCallback(Callback):
-    """Hydra callback (`hydra.callbacks`): records which keys a multirun sweeps, for the job names."""
+    """Hydra callback (`hydra.callbacks`): names sweep jobs by their swept keys; summarizes the sweep when it ends.
+
+    The summary (`summary.md`, `summary.csv`, printed too) has a row per job: its status
+    (ok, diverged, failed with the error's first line), initial loss next to log(V),
+    mean saturation at step 0 and at the end, final and best losses, and steps per second.
+    """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
@@ -43,3 +102,9 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ.pop(SWEPT_KEYS_ENV, None)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        table = write_summary(sweep_dir)
+        print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n{table}", flush=True)
+        failed = [name for name, r in collect(sweep_dir) if r.get("status") == "failed"]
+        if failed:
+            sys.exit(f"namegen: {len(failed)} job(s) failed: {', '.join(failed)}")

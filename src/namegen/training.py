@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import os
+import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from namegen.checkpoint import CHECKPOINT_DIR, LAST, read_checkpoint
+from namegen.events import mean_saturation, read_scalars
 from namegen.model import MLPConfig
-from namegen.module import NameGen
+from namegen.module import DivergedError, NameGen
 
 log = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"  # each run's outcome, read by the sweep summary
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, NameGen, L.Trainer]:
@@ -41,8 +49,50 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, NameGen, L.Trainer]:
     return datamodule, module, trainer
 
 
+def hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The run's choices, as the HParams table shows them."""
+    data = cfg.data
+    return {
+        "init": cfg.init.scheme,
+        "norm": cfg.model.norm,
+        "optimizer": cfg.optim.optimizer._target_.rsplit(".", 1)[-1],
+        "lr": cfg.optim.optimizer.lr,
+        "depth": cfg.model.depth,
+        "n_hidden": cfg.model.n_hidden,
+        "n_embd": cfg.model.n_embd,
+        "activation": cfg.model.activation,
+        "block_size": cfg.model.block_size,
+        "batch_size": data.batch_size,
+        "max_steps": cfg.trainer.max_steps,
+        "seed": cfg.seed,
+        "corpus": os.path.basename(data.path) if data.source == "file" else data.source,
+    }
+
+
+def resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
+    if not cfg.resume:
+        return None
+    last = run_dir / CHECKPOINT_DIR / LAST
+    if not last.is_file():
+        log.info("resume=true but %s does not exist yet: starting from step 0", last)
+        return None
+    read_checkpoint(last)  # refuses anything but a namegen checkpoint, weights-only
+    log.info("resuming from %s", last)
+    return str(last)
+
+
+def write_result(run_dir: Path, result: dict[str, Any]) -> None:
+    tmp = run_dir / f".{RESULT_FILE}.tmp"
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    os.replace(tmp, run_dir / RESULT_FILE)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train, validate and test one run; returns its final metrics."""
+    """Train, validate and test one run. Returns (and writes to result.json) its outcome and metrics.
+
+    A loss that stops being finite ends the run as `status: diverged`, keeping its
+    logs and its last good checkpoint; any other error propagates.
+    """
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -50,20 +100,48 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     datamodule, module, trainer = build(cfg)
 
-    ckpt_path = None
-    if cfg.resume:
-        last = run_dir / CHECKPOINT_DIR / LAST
-        if last.is_file():
-            read_checkpoint(last)  # refuses anything but a namegen checkpoint, weights-only
-            ckpt_path = str(last)
-            log.info("resuming from %s", last)
-        else:
-            log.info("resume=true but %s does not exist yet: starting from step 0", last)
+    result: dict[str, Any] = {"status": "ok", "error": None, "pid": os.getpid(), "started_at": time.time()}
+    start = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg, run_dir), weights_only=True)
+    except DivergedError as e:
+        log.error("run diverged: %s", e)
+        result.update(status="diverged", error=str(e).splitlines()[0])
+    fit_seconds = time.perf_counter() - start
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    test = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
-    metrics.update(test[0] if test else {})
-    metrics["init/loss"] = module.init_loss
-    return metrics
+    ckpt = trainer.checkpoint_callback
+    best_score = getattr(ckpt, "best_model_score", None)
+    result.update(
+        steps=trainer.global_step,
+        fit_seconds=fit_seconds,
+        steps_per_sec=trainer.global_step / fit_seconds if fit_seconds > 0 else None,
+        init_loss=module.init_loss,
+        uniform_loss=math.log(len(module.vocab)),
+        train_loss=metrics.get("loss"),
+        val_loss=metrics.get("val/loss"),
+        best_val_loss=float(best_score) if best_score is not None else None,
+    )
+    if result["status"] == "ok":
+        best = ckpt.best_model_path if ckpt is not None else ""
+        test = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
+        result["test_loss"] = test[0].get("test/loss") if test else None
+
+    tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+    if tb is not None and trainer.is_global_zero:
+        tb.experiment.flush()
+        scalars = read_scalars(run_dir)
+        result["init_saturation"] = mean_saturation(scalars, "first")
+        result["final_saturation"] = mean_saturation(scalars, "last")
+        hp_metrics = {
+            "hparams/best_val_loss": result["best_val_loss"],
+            "hparams/init_loss": result["init_loss"],
+            "hparams/init_saturation": result["init_saturation"],
+            "hparams/test_loss": result.get("test_loss"),
+        }
+        tb.log_hyperparams(hparams(cfg), {k: v for k, v in hp_metrics.items() if v is not None})
+        tb.finalize("success")  # flushes the events and writes hparams.yaml
+    if trainer.is_global_zero:
+        result["finished_at"] = time.time()
+        write_result(run_dir, result)
+    return result

@@ -1,0 +1,409 @@
+"""The diagnostics callbacks, through real Lightning runs and the TensorBoard event files they write.
+
+Every expected number is computed here by hand (a functional forward/backward
+on copies of the weights), never by the callbacks' own helpers.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import warnings
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from PIL import Image
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
+from torch.utils.data import DataLoader
+
+from callbacks import ActivationStats, DiagnosticFigures, GradientStats, ScalarsLayout, UpdateRatio
+from namegen.data import CharDataModule
+from namegen.model import MLPConfig
+from namegen.module import NameGen
+
+VOCAB = list(".abcd")
+X = torch.tensor([[0, 0], [0, 1], [1, 2], [2, 3], [3, 4], [4, 0], [1, 1], [2, 2]])
+Y = torch.tensor([1, 2, 3, 4, 0, 1, 2, 3])
+THRESHOLD = 0.97
+NAMES_FILE = Path(__file__).resolve().parents[2] / "shared/data/names.txt"
+FIGURE_TAGS = [f"figures/{n}" for n in ("activations", "activation_grads", "weight_grads", "update_ratios", "saturation_map")]
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def tiny_module(norm="none", activation="tanh", depth=2, optimizer=None, seed=0) -> NameGen:
+    """namegen's MLP at toy size, naive init, with unit 0 of layer 0 pushed into the flat region for every example."""
+    torch.manual_seed(seed)
+    cfg = MLPConfig(vocab_size=5, block_size=2, n_embd=3, n_hidden=4, depth=depth, norm=norm, activation=activation)
+    module = NameGen(
+        cfg,
+        VOCAB,
+        optimizer=optimizer or (lambda params: torch.optim.SGD(params, lr=0.1)),
+        init="naive",
+        decay_at=1.0,  # full learning rate for the whole (tiny) run
+        log_every_n_steps=1,
+    )
+    block = module.model.hidden[0]
+    shift = block.linear.bias if block.linear.bias is not None else block.norm.bias
+    with torch.no_grad():
+        shift[0] = 10.0 if activation == "tanh" else -10.0  # tanh pinned at +1 / relu pinned at 0: a dead unit
+    return module
+
+
+def batches(n: int, x=X, y=Y) -> DataLoader:
+    return DataLoader([(x, y)] * n, batch_size=None)  # batch_size=None: each item is already a batch
+
+
+def fit(module, callbacks, log_dir=None, max_steps=1, logger=None, train=None, val=None, **trainer_kwargs) -> L.Trainer:
+    if logger is None:
+        logger = TensorBoardLogger(save_dir=log_dir, name="", version="")
+    kwargs = dict(
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        logger=logger,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        val_check_interval=1000,
+        check_val_every_n_epoch=None,
+    )
+    kwargs.update(trainer_kwargs)
+    trainer = L.Trainer(**kwargs)
+    trainer.fit(module, train_dataloaders=train or batches(max_steps + 2), val_dataloaders=val or batches(1))
+    return trainer
+
+
+def events(log_dir: Path) -> event_accumulator.EventAccumulator:
+    files = list(Path(log_dir).glob("events.out.tfevents.*"))
+    assert files, f"no event file in {log_dir}"
+    acc = event_accumulator.EventAccumulator(str(log_dir), size_guidance={k: 0 for k in event_accumulator.DEFAULT_SIZE_GUIDANCE})
+    return acc.Reload()
+
+
+def scalars(acc, tag: str) -> dict[int, float]:
+    return {e.step: e.value for e in acc.Scalars(tag)}
+
+
+def scalar_tags(acc) -> set[str]:
+    return set(acc.Tags()["scalars"])
+
+
+def manual_pass(module: NameGen, params: dict[str, torch.Tensor], x=X, y=Y):
+    """makemore's forward and backward written out with plain tensor ops on copies of the weights."""
+    cfg = module.model.cfg
+    p = {k: v.detach().clone().requires_grad_(v.is_floating_point()) for k, v in params.items()}
+
+    def norm(z, prefix):
+        if cfg.norm == "batchnorm":
+            z = (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + 1e-5)
+        elif cfg.norm == "layernorm":
+            z = (z - z.mean(1, keepdim=True)) / torch.sqrt(z.var(1, unbiased=False, keepdim=True) + 1e-5)
+        else:
+            return z
+        return z * p[f"{prefix}.weight"] + p[f"{prefix}.bias"]
+
+    h = p["wte.weight"][x].reshape(len(x), -1)
+    preacts, acts = [], []
+    for i in range(cfg.depth):
+        z = h @ p[f"hidden.{i}.linear.weight"].T
+        if f"hidden.{i}.linear.bias" in p:
+            z = z + p[f"hidden.{i}.linear.bias"]
+        z = norm(z, f"hidden.{i}.norm")
+        h = torch.tanh(z) if cfg.activation == "tanh" else torch.clamp(z, min=0)
+        h.retain_grad()
+        preacts.append(z.detach())
+        acts.append(h)
+    logits = h @ p["head.weight"].T + (p["head.bias"] if "head.bias" in p else 0)
+    loss = F.cross_entropy(norm(logits, "head_norm"), y)
+    loss.backward()
+    return p, preacts, acts
+
+
+def flat(t: torch.Tensor, activation: str) -> torch.Tensor:
+    return t == 0 if activation == "relu" else t.abs() > THRESHOLD
+
+
+def parameters(module: NameGen) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.model.named_parameters()}
+
+
+def close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-7)
+
+
+# ---------------------------------------------------------------------------
+# the numbers
+
+
+@pytest.mark.parametrize(
+    "norm,activation,depth", [("none", "tanh", 2), ("layernorm", "relu", 3), ("batchnorm", "tanh", 1), ("none", "relu", 2)]
+)
+def test_statistics_match_a_manual_forward_backward_and_sgd_step(tmp_path, norm, activation, depth):
+    lr = 0.1
+    module = tiny_module(norm, activation, depth)
+    before = parameters(module)
+    p, preacts, acts = manual_pass(module, before)
+    fit(module, [ActivationStats(1, 1), GradientStats(1, 1), UpdateRatio(1)], tmp_path, max_steps=1)
+    acc = events(tmp_path)
+
+    for i, (z, t) in enumerate(zip(preacts, acts)):
+        t = t.detach()
+        mask = flat(t, activation)
+        expected = {
+            "mean": t.mean().item(),
+            "std": t.std().item(),
+            "saturation": mask.float().mean().item(),
+            "dead": mask.all(0).float().mean().item(),
+        }
+        for stat, value in expected.items():
+            got = scalars(acc, f"act/layer_{i:02d}/{stat}")
+            assert list(got) == [0]
+            assert close(got[0], value), (i, stat, got[0], value)
+        g = acts[i].grad
+        assert close(scalars(acc, f"grad/layer_{i:02d}/mean")[0], g.mean().item())
+        assert close(scalars(acc, f"grad/layer_{i:02d}/std")[0], g.std().item())
+        for tag, values in ((f"act/layer_{i:02d}", t), (f"preact/layer_{i:02d}", z), (f"grad/layer_{i:02d}", g)):
+            hist = acc.Histograms(tag)[0].histogram_value
+            assert hist.num == values.numel()
+            assert math.isclose(hist.sum, values.sum().item(), rel_tol=1e-4, abs_tol=1e-6)
+            assert math.isclose(hist.min, values.min().item(), rel_tol=1e-5, abs_tol=1e-7)
+    # the planted dead unit is seen: layer 0 has at least 1 of 4 units flat for every example
+    assert scalars(acc, "act/layer_00/dead")[0] >= 0.25
+
+    matrices = [name for name, v in before.items() if v.ndim == 2]
+    assert matrices == ["wte.weight"] + [f"hidden.{i}.linear.weight" for i in range(depth)] + ["head.weight"]
+    assert {t for t in scalar_tags(acc) if t.startswith("grad_data_ratio/")} == {f"grad_data_ratio/{n}" for n in matrices}
+    for name in matrices:
+        assert close(scalars(acc, f"grad_data_ratio/{name}")[0], (p[name].grad.std() / before[name].std()).item())
+        hist = acc.Histograms(f"weight_grad/{name}")[0].histogram_value
+        assert hist.num == p[name].numel() and math.isclose(hist.sum, p[name].grad.sum().item(), rel_tol=1e-4, abs_tol=1e-7)
+
+    # plain SGD: new = old - lr * grad
+    logged = {t.split("/", 1)[1] for t in scalar_tags(acc) if t.startswith("update_ratio/")}
+    for name, old in before.items():
+        ratio = (lr * p[name].grad).std() / old.std()
+        if old.std() == 0 or ratio == 0:  # constant at init (zero bias, unit norm gain): no finite ratio
+            assert name not in logged
+            continue
+        assert close(scalars(acc, f"update_ratio/{name}")[0], math.log10(ratio.item())), name
+        assert torch.allclose(module.model.get_parameter(name).detach(), old - lr * p[name].grad, atol=1e-6)
+    assert "hidden.0.linear.weight" in logged
+
+
+def test_update_ratio_measures_the_actual_adam_step(tmp_path):
+    lr = 0.01
+    module = tiny_module(optimizer=lambda params: torch.optim.Adam(params, lr=lr))
+    before = parameters(module)
+    p, _, _ = manual_pass(module, before)
+    fit(module, [UpdateRatio(1)], tmp_path, max_steps=1)
+    acc = events(tmp_path)
+
+    # Adam's first step by hand: m = (1-b1) g, v = (1-b2) g^2, bias-corrected: update = -lr * g / (|g| + eps)
+    differs_from_sgd = 0
+    for name, old in before.items():
+        g = p[name].grad
+        update = -lr * g / (g.abs() + 1e-8)
+        new = module.model.get_parameter(name).detach()
+        assert torch.allclose(new - old, update, atol=1e-6), name
+        if old.std() == 0:
+            continue
+        expected = math.log10(update.std().item() / old.std().item())
+        assert close(scalars(acc, f"update_ratio/{name}")[0], expected), name
+        differs_from_sgd += abs(expected - math.log10((lr * g).std().item() / old.std().item())) > 0.1
+    assert differs_from_sgd >= 3  # the test tells an Adam step from lr * grad
+
+
+# ---------------------------------------------------------------------------
+# makemore's net at step 0
+
+
+@pytest.fixture(scope="module")
+def names() -> CharDataModule:
+    if NAMES_FILE.is_file():
+        dm = CharDataModule(source="file", path=str(NAMES_FILE), block_size=3, batch_size=32, seed=42)
+    else:
+        dm = CharDataModule(source="names_first", block_size=3, batch_size=32, seed=42)
+    return dm.prepare()
+
+
+def step0_saturation(names: CharDataModule, tmp_path: Path, init: str, norm: str) -> list[float]:
+    L.seed_everything(42, verbose=False)
+    module = NameGen(MLPConfig(vocab_size=len(names.vocab), norm=norm), names.vocab.to_list(), init=init)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=TensorBoardLogger(save_dir=tmp_path, name="", version=""),
+        callbacks=[ActivationStats(every_n_steps=1000, histogram_every_n_steps=None)],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    trainer.fit(module, datamodule=names)
+    acc = events(tmp_path)
+    return [scalars(acc, f"act/layer_{i:02d}/saturation")[0] for i in range(module.model.cfg.depth)]
+
+
+def test_naive_init_saturates_the_tanh_and_kaiming_or_batchnorm_do_not(names, tmp_path):
+    naive = step0_saturation(names, tmp_path / "naive-none", "naive", "none")
+    assert len(naive) == 5 and sum(naive) / len(naive) > 0.5, naive
+    for init, norm in (("kaiming", "none"), ("naive", "batchnorm"), ("kaiming", "batchnorm")):
+        sat = step0_saturation(names, tmp_path / f"{init}-{norm}", init, norm)
+        assert max(sat[1:]) < 0.10, (init, norm, sat)
+
+
+# ---------------------------------------------------------------------------
+# hooks, validation, loggers
+
+
+class HookCounter(L.Callback):
+    """Counts the forward hooks on the activations while the optimizer is about to step."""
+
+    def __init__(self):
+        self.counts: dict[int, int] = {}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.counts[trainer.global_step] = sum(len(b.act._forward_hooks) for b in pl_module.model.hidden)
+
+
+def all_hooks(module: torch.nn.Module) -> int:
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) + len(m._backward_pre_hooks)
+        for m in module.modules()
+    )
+
+
+def test_hooks_live_only_during_logging_steps(tmp_path):
+    module = tiny_module(depth=3)
+    counter = HookCounter()
+    diagnostics = [ActivationStats(2, None), GradientStats(2, None), UpdateRatio(2), DiagnosticFigures(4)]
+    fit(module, diagnostics + [counter], tmp_path, max_steps=5)
+    # steps 0 and 4: activations + gradients + figures on each of 3 layers; step 2: no figures; odd steps: nothing
+    assert counter.counts == {0: 9, 1: 0, 2: 6, 3: 0, 4: 9}
+    assert all_hooks(module) == 0
+    assert all(cb.recorder is None for cb in diagnostics if hasattr(cb, "recorder"))
+    assert diagnostics[2]._before == {}
+
+
+def test_validation_and_sanity_check_do_not_reach_the_statistics(tmp_path):
+    # a validation batch unlike the training one, so its statistics would show if it leaked in
+    val_x, val_y = torch.full((64, 2), 4), torch.zeros(64, dtype=torch.long)
+    runs = {}
+    for name, kwargs in (
+        ("quiet", {}),
+        ("validating", dict(num_sanity_val_steps=1, val_check_interval=1, val=batches(1, val_x, val_y))),
+    ):
+        fit(tiny_module(norm="batchnorm"), [ActivationStats(1, None), GradientStats(1, None), UpdateRatio(1)],
+            tmp_path / name, max_steps=3, **kwargs)
+        acc = events(tmp_path / name)
+        runs[name] = {t: scalars(acc, t) for t in scalar_tags(acc) if t.split("/")[0] in ("act", "grad", "grad_data_ratio", "update_ratio")}
+    assert "val/loss" in scalar_tags(events(tmp_path / "validating"))
+    assert len(runs["quiet"]) > 20 and runs["quiet"] == runs["validating"]
+
+
+def diagnostics_all() -> list[L.Callback]:
+    return [ActivationStats(1, 1), GradientStats(1, 1), UpdateRatio(1), DiagnosticFigures(1), ScalarsLayout()]
+
+
+@pytest.mark.parametrize("logger", ["none", "csv"])
+def test_without_tensorboard_each_callback_warns_once_and_the_run_completes(tmp_path, logger):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = fit(
+            tiny_module(), diagnostics_all(), max_steps=3,
+            logger=False if logger == "none" else CSVLogger(tmp_path, name="", version=""),
+        )
+    ours = [str(w.message) for w in caught if "no TensorBoardLogger" in str(w.message)]
+    assert sorted(m.split()[0] for m in ours) == sorted(type(cb).__name__ for cb in diagnostics_all())
+    assert trainer.global_step == 3
+    assert not list(tmp_path.rglob("events.out.tfevents.*"))
+
+
+# ---------------------------------------------------------------------------
+# a run with everything on: cadence, figures, layout
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("full")
+    callbacks = [
+        ActivationStats(every_n_steps=2, histogram_every_n_steps=4),
+        GradientStats(every_n_steps=2, histogram_every_n_steps=4),
+        UpdateRatio(every_n_steps=2),
+        DiagnosticFigures(every_n_steps=4, saturation_layer=-1),
+        ScalarsLayout(),
+    ]
+    fit(tiny_module(norm="layernorm", depth=3), callbacks, log_dir, max_steps=5)
+    return events(log_dir)
+
+
+def test_cadence_scalars_histograms_and_figures(full_run):
+    assert list(scalars(full_run, "act/layer_02/saturation")) == [0, 2, 4]
+    assert list(scalars(full_run, "update_ratio/hidden.1.linear.weight")) == [0, 2, 4]
+    for tag in ("act/layer_00", "preact/layer_02", "grad/layer_01", "weight_grad/head.weight"):
+        assert [e.step for e in full_run.Histograms(tag)] == [0, 4], tag
+    for tag in FIGURE_TAGS:
+        assert [e.step for e in full_run.Images(tag)] == [0, 4], tag
+
+
+def test_figures_are_real_images(full_run):
+    assert set(full_run.Tags()["images"]) == set(FIGURE_TAGS)
+    for tag in FIGURE_TAGS:
+        for event in full_run.Images(tag):
+            image = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
+            assert image.shape == (event.height, event.width, 3)
+            assert 300 <= event.width <= 3000 and 200 <= event.height <= 2000, (tag, event.width, event.height)
+            assert image.std() > 10, f"{tag} at step {event.step} is blank"
+            assert 5_000 < len(event.encoded_image_string) < 1_000_000
+
+
+def test_custom_scalars_layout_charts_every_diagnostic_across_layers(full_run):
+    (event,) = full_run.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
+    tags = scalar_tags(full_run)
+    charts = {chart.title: chart for category in layout.category for chart in category.chart}
+    assert len(charts) >= 6
+    for title, chart in charts.items():
+        matched = {t for regex in chart.multiline.tag for t in tags if re.match(regex, t)}
+        assert len(matched) >= 3, (title, list(chart.multiline.tag))  # one line per layer or weight matrix
+    saturation = next(c for t, c in charts.items() if "saturation" in t)
+    assert {t for t in tags if re.match(saturation.multiline.tag[0], t)} == {
+        f"act/layer_{i:02d}/saturation" for i in range(3)
+    }
+
+
+# ---------------------------------------------------------------------------
+# arguments
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: ActivationStats(every_n_steps=0), "every_n_steps=0"),
+        (lambda: GradientStats(every_n_steps=500, histogram_every_n_steps=750), "multiple"),
+        (lambda: ActivationStats(saturation_threshold=1.5), "saturation_threshold=1.5"),
+        (lambda: UpdateRatio(every_n_steps=2.5), "every_n_steps=2.5"),
+        (lambda: DiagnosticFigures(saturation_layer="last"), "saturation_layer='last'"),
+    ],
+)
+def test_bad_arguments_are_refused_with_the_value_and_the_range(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_saturation_layer_out_of_range_is_refused_at_setup(tmp_path):
+    with pytest.raises(ValueError, match=r"saturation_layer=2 .* choose -2\.\.1"):
+        fit(tiny_module(depth=2), [DiagnosticFigures(saturation_layer=2)], tmp_path)

@@ -1,0 +1,84 @@
+"""Real Hydra multiruns in subprocesses, as a user runs them."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import FAST, REPO, read_events
+from namegen.sweep import COLUMNS
+
+GRID = ["init=naive,kaiming", "norm=none,batchnorm"]
+RUNS = ["init=kaiming,norm=batchnorm", "init=kaiming,norm=none", "init=naive,norm=batchnorm", "init=naive,norm=none"]
+
+
+def run_train(*args, timeout=400):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def job_dirs(sweep):
+    return sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory, names_txt):
+    """The 2x2 grid for a few steps on names.txt, with every diagnostic on."""
+    sweep = tmp_path_factory.mktemp("tiny") / "sweep"
+    result = run_train("-m", *GRID, "data=file", f"data.path={names_txt}", *FAST, f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep, result
+
+
+def test_one_flat_folder_per_choice_named_by_the_swept_keys(tiny_sweep):
+    sweep, _ = tiny_sweep
+    # data.path (a path with '/') and the trainer.* overrides neither nest folders nor enter the names
+    assert job_dirs(sweep) == RUNS
+    for run in RUNS:
+        assert (sweep / run / "checkpoints" / "best.ckpt").is_file()
+        assert list((sweep / run).glob("events.out.tfevents.*"))
+
+
+def test_summary_has_a_row_per_job_and_the_columns(tiny_sweep):
+    sweep, result = tiny_sweep
+    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    assert [r["run"] for r in rows] == RUNS
+    assert list(rows[0]) == ["run"] + [key for _, key, _ in COLUMNS]
+    by_run = {r["run"]: r for r in rows}
+    assert all(r["status"] == "ok" for r in rows)
+    assert float(by_run["init=naive,norm=none"]["init_loss"]) > 10
+    assert abs(float(by_run["init=kaiming,norm=none"]["init_loss"]) - float(rows[0]["uniform_loss"])) < 0.15
+    assert float(by_run["init=naive,norm=none"]["init_saturation"]) > 0.5
+    assert float(by_run["init=kaiming,norm=batchnorm"]["init_saturation"]) < 0.1
+    md = (sweep / "summary.md").read_text()
+    assert all(run in md for run in RUNS) and "| sat@0 |" in md
+    assert "Sweep summary" in result.stdout and "init=naive,norm=none" in result.stdout
+
+
+def test_hparams_are_in_the_event_files(tiny_sweep):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    sweep, _ = tiny_sweep
+    events = read_events(sweep / "init=naive,norm=none")
+    content = events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+    info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    assert info.hparams["init"].string_value == "naive" and info.hparams["norm"].string_value == "none"
+    assert info.hparams["depth"].number_value == 5 and info.hparams["corpus"].string_value == "names.txt"
+    assert "hp_metric" not in events.Tags()["scalars"]
+    best = json.loads((sweep / "init=naive,norm=none" / "result.json").read_text())["best_val_loss"]
+    assert events.Scalars("hparams/best_val_loss")[0].value == pytest.approx(best, rel=1e-6)
+
+
+def test_a_failing_job_does_not_stop_the_others(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_train("-m", "model.depth=0,1", "callbacks=minimal", *FAST, f"hydra.sweep.dir={sweep}")
+    assert result.returncode != 0 and "1 job(s) failed: model.depth=0" in result.stderr
+    rows = {r["run"]: r for r in csv.DictReader(open(sweep / "summary.csv"))}
+    assert rows["model.depth=0"]["status"] == "failed"
+    assert rows["model.depth=0"]["error"] == "ValueError: model.depth=0 must be a positive integer"
+    assert rows["model.depth=1"]["status"] == "ok" and float(rows["model.depth=1"]["best_val_loss"]) > 0
+    assert (sweep / "model.depth=1" / "checkpoints" / "best.ckpt").is_file()
