@@ -121,7 +121,7 @@ def manual_pass(module: NameGen, params: dict[str, torch.Tensor], x=X, y=Y):
         if f"hidden.{i}.linear.bias" in p:
             z = z + p[f"hidden.{i}.linear.bias"]
         z = norm(z, f"hidden.{i}.norm")
-        h = torch.tanh(z) if cfg.activation == "tanh" else torch.clamp(z, min=0)
+        h = torch.tanh(z) if cfg.activation == "tanh" else z * (z > 0)  # relu, with relu's zero gradient at 0
         h.retain_grad()
         preacts.append(z.detach())
         acts.append(h)
@@ -225,6 +225,21 @@ def test_update_ratio_measures_the_actual_adam_step(tmp_path):
     assert differs_from_sgd >= 3  # the test tells an Adam step from lr * grad
 
 
+def test_gradient_accumulation_logs_once_per_optimizer_step_from_its_first_batch(tmp_path):
+    x2, y2 = (X + 1) % 5, torch.full_like(Y, 4)
+    module = tiny_module()
+    before = parameters(module)
+    _, _, acts = manual_pass(module, before)  # the first micro-batch (X, Y)
+    train = DataLoader([(X, Y), (x2, y2)] * 4, batch_size=None)
+    fit(module, [ActivationStats(1, None), UpdateRatio(1)], tmp_path, max_steps=1, train=train, accumulate_grad_batches=2)
+    acc = events(tmp_path)
+    std = scalars(acc, "act/layer_01/std")
+    assert list(std) == [0] and close(std[0], acts[1].std().item())
+    # the update spans both micro-batches: measured from the weights, whatever produced them
+    old, new = before["hidden.1.linear.weight"], module.model.hidden[1].linear.weight.detach()
+    assert close(scalars(acc, "update_ratio/hidden.1.linear.weight")[0], math.log10(((new - old).std() / old.std()).item()))
+
+
 # ---------------------------------------------------------------------------
 # makemore's net at step 0
 
@@ -250,7 +265,8 @@ def step0_saturation(names: CharDataModule, tmp_path: Path, init: str, norm: str
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        limit_val_batches=0,
+        val_check_interval=1000,
+        check_val_every_n_epoch=None,
     )
     trainer.fit(module, datamodule=names)
     acc = events(tmp_path)

@@ -82,3 +82,64 @@ def test_a_failing_job_does_not_stop_the_others(tmp_path):
     assert rows["model.depth=0"]["error"] == "ValueError: model.depth=0 must be a positive integer"
     assert rows["model.depth=1"]["status"] == "ok" and float(rows["model.depth=1"]["best_val_loss"]) > 0
     assert (sweep / "model.depth=1" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_sample_a_sweep_side_by_side(tiny_sweep):
+    sweep, _ = tiny_sweep
+    out = [subprocess.run([sys.executable, "-m", "namegen.cli", "sample", str(sweep), "-n", "5", "--seed", "4"],
+                          capture_output=True, text=True, timeout=120) for _ in range(2)]
+    assert out[0].returncode == 0, out[0].stderr
+    lines = out[0].stdout.splitlines()
+    assert lines[0].split() == RUNS and set(lines[1]) <= {"-", " "} and len(lines) == 2 + 5
+    assert out[0].stdout == out[1].stdout
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_real_tensorboard_server_serves_the_sweep(tiny_sweep):
+    import shutil
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    sweep, _ = tiny_sweep
+    port = free_port()
+    exe = shutil.which("tensorboard") or str(Path(sys.executable).with_name("tensorboard"))
+    server = subprocess.Popen([exe, "--logdir", str(sweep), "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    try:
+        for _ in range(120):  # the server needs a few seconds to start and load the runs
+            try:
+                if len(get("/data/runs")) == 4:
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            time.sleep(0.5)
+        assert sorted(get("/data/runs")) == RUNS
+        scalars, hists, images = (get(f"/data/plugin/{p}/tags") for p in ("scalars", "histograms", "images"))
+        for run in RUNS:
+            assert {"train/loss", "val/loss", "init/loss", "act/layer_00/saturation"} <= set(scalars[run])
+            assert "act/layer_00" in hists[run]
+            assert "figures/activations" in images[run]
+        experiment = get("/data/plugin/hparams/experiment", {"experimentName": ""})
+        names = {h["name"] for h in experiment["hparamInfos"]}
+        assert {"init", "norm", "lr", "depth", "corpus"} <= names
+        assert {m["name"]["tag"] for m in experiment["metricInfos"]} >= {"hparams/best_val_loss", "hparams/init_loss"}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from namegen.checkpoint import CheckpointError, load_checkpoint
+from pathlib import Path
+
+from namegen.checkpoint import BEST, CHECKPOINT_DIR, CheckpointError, load_checkpoint
 from namegen.sample import sample_names
 
 
@@ -24,16 +26,36 @@ def positive_float(text: str) -> float:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    loaded = load_checkpoint(args.path)
-    for name in sample_names(loaded.model, loaded.vocab, args.n, args.seed, args.temperature):
-        print(name)
+    runs = sweep_runs(Path(args.path))
+    if not runs:
+        loaded = load_checkpoint(args.path)
+        for name in sample_names(loaded.model, loaded.vocab, args.n, args.seed, args.temperature):
+            print(name)
+        return
+    # A sweep folder: every run side by side, same seed, one column per run labelled by its folder.
+    columns = []
+    for run in runs:
+        loaded = load_checkpoint(run)
+        columns.append([run.name, *sample_names(loaded.model, loaded.vocab, args.n, args.seed, args.temperature)])
+    widths = [max(len(cell) for cell in col) for col in columns]
+    for i, row in enumerate(zip(*columns)):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def sweep_runs(path: Path) -> list[Path]:
+    """The trained runs of a sweep folder, or [] if `path` is not one."""
+    if not path.is_dir() or (path / CHECKPOINT_DIR).is_dir():
+        return []
+    return sorted(p for p in path.iterdir() if (p / CHECKPOINT_DIR / BEST).is_file())
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="namegen", description="Sample names from trained namegen checkpoints.")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sample", help="print names drawn from a checkpoint")
-    s.add_argument("path", help="a .ckpt file, or a run folder (its checkpoints/best.ckpt is used)")
+    s.add_argument("path", help="a .ckpt file, a run folder (its checkpoints/best.ckpt), or a sweep folder (every run)")
     s.add_argument("-n", type=positive_int, default=10, help="how many names (default 10)")
     s.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same names (default 0)")
     s.add_argument("--temperature", type=positive_float, default=1.0, help="< 1 safer, > 1 wilder (default 1.0)")

@@ -164,21 +164,23 @@ class RandomBatches:
     """An endless stream of random minibatches from in-memory tensors, makemore's way.
 
     The batch of step s is `X[ix], Y[ix]` with `ix ~ randint(N, (batch_size,))`
-    drawn from a generator seeded by (seed, s): one tensor index per step, no
+    drawn from a generator seeded by (seed, rank, s): one tensor index per step, no
     per-example Python, and the sampler state is just the step number. A run
     resumed at step s therefore draws exactly the batches it would have drawn,
     whatever Lightning prefetched before the interruption.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, start_step=lambda: 0):
-        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, start_step=lambda: 0, rank: int = 0
+    ):
+        self.x, self.y, self.batch_size, self.seed, self.rank = x, y, batch_size, seed, rank
         self.start_step = start_step  # called at each iter(): the trainer's global step on resume
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, b, g = len(self.y), self.batch_size, torch.Generator()
         step = self.start_step()
         while True:
-            g.manual_seed(self.seed * 1_000_003 + step)
+            g.manual_seed((self.seed * 1_000_003 + step) * 1_009 + self.rank)  # data-parallel ranks differ
             ix = torch.randint(0, n, (b,), generator=g)
             yield self.x[ix], self.y[ix]
             step += 1
@@ -244,7 +246,8 @@ class CharDataModule(L.LightningDataModule):
         def start_step() -> int:
             return self.trainer.global_step if self.trainer is not None else 0
 
-        return RandomBatches(self.x["train"], self.y["train"], self.batch_size, self.seed, start_step)
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        return RandomBatches(self.x["train"], self.y["train"], self.batch_size, self.seed, start_step, rank)
 
     def val_dataloader(self) -> WholeSplit:
         return WholeSplit(self.x["val"], self.y["val"])

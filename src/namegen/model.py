@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
+import torch.distributed.nn as dist_nn
 import torch.nn as nn
 
 NORMS = ("none", "batchnorm", "layernorm")
@@ -44,9 +46,34 @@ class MLPConfig:
             raise ValueError(f"model.bn_momentum={self.bn_momentum!r} must be in [0, 1]")
 
 
+class BatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d whose batch statistics span every process of a data-parallel run.
+
+    torch's SyncBatchNorm is GPU-only; this one all-reduces the per-feature sums
+    (differentiably) over any backend, gloo on CPU included. In a single process it
+    is exactly nn.BatchNorm1d.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        C = x.shape[1]
+        count = torch.full((1,), x.shape[0], dtype=x.dtype, device=x.device)
+        sums = dist_nn.all_reduce(torch.cat([x.sum(0), (x * x).sum(0), count]))  # (2C+1,) summed over processes
+        n = sums[-1]
+        mean = sums[:C] / n
+        var = sums[C : 2 * C] / n - mean * mean  # biased, as BatchNorm normalizes
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            m = self.momentum
+            self.running_mean.lerp_(mean, m)
+            self.running_var.lerp_(var * n / (n - 1), m)  # unbiased, as BatchNorm tracks
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+
+
 def make_norm(kind: str, dim: int, bn_momentum: float) -> nn.Module:
     if kind == "batchnorm":
-        return nn.BatchNorm1d(dim, momentum=bn_momentum)
+        return BatchNorm1d(dim, momentum=bn_momentum)
     if kind == "layernorm":
         return nn.LayerNorm(dim)
     return nn.Identity()
