@@ -10,6 +10,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import namegen.sweep  # noqa: F401  registers the job-name resolver the config uses
+from namegen.errors import UserError
 from namegen.training import train, write_result
 
 log = logging.getLogger("namegen")
@@ -18,7 +19,10 @@ log = logging.getLogger("namegen")
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        result = train(cfg)
+        try:
+            result = train(cfg)
+        except UserError as e:  # a user's mistake: one line that says how to fix it, no traceback
+            sys.exit(f"namegen: error: {e}")
         if result["status"] != "ok":
             sys.exit(f"namegen: run {result['status']}: {result['error']}")
         return result

@@ -79,7 +79,7 @@ def test_a_failing_job_does_not_stop_the_others(tmp_path):
     assert result.returncode != 0 and "1 job(s) failed: model.depth=0" in result.stderr
     rows = {r["run"]: r for r in csv.DictReader(open(sweep / "summary.csv"))}
     assert rows["model.depth=0"]["status"] == "failed"
-    assert rows["model.depth=0"]["error"] == "ValueError: model.depth=0 must be a positive integer"
+    assert rows["model.depth=0"]["error"] == "ConfigError: model.depth=0 must be a positive integer; set model.depth >= 1"
     assert rows["model.depth=1"]["status"] == "ok" and float(rows["model.depth=1"]["best_val_loss"]) > 0
     assert (sweep / "model.depth=1" / "checkpoints" / "best.ckpt").is_file()
 

@@ -6,14 +6,17 @@ plain containers are unpickled, so a crafted file cannot run code.
 
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from namegen.data import Vocab
+from namegen.errors import UserError
 from namegen.model import MLP, MLPConfig
 from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION
 
@@ -21,7 +24,7 @@ CHECKPOINT_DIR = "checkpoints"
 BEST, LAST = "best.ckpt", "last.ckpt"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A path that does not lead to a usable namegen checkpoint; the message says why."""
 
 
@@ -31,6 +34,21 @@ class Loaded:
     vocab: Vocab
     path: Path
     raw: dict[str, Any]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file, then renames it into place.
+
+    A rename is atomic, so a run killed mid-write leaves the previous last.ckpt
+    whole instead of a truncated one that resume would choke on.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
 
 
 def resolve(path: str | Path, name: str = BEST) -> Path:

@@ -19,6 +19,8 @@ from typing import Iterator
 import lightning as L
 import torch
 
+from namegen.errors import UserError
+
 log = logging.getLogger(__name__)
 
 BOUNDARY = "."
@@ -26,7 +28,7 @@ SOURCES = ("names_first", "names_last", "file")
 ALLOWED = set("abcdefghijklmnopqrstuvwxyz")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A user's data or data setting is unusable; the message says how to fix it."""
 
 

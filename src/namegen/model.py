@@ -17,6 +17,8 @@ import torch.distributed as dist
 import torch.distributed.nn as dist_nn
 import torch.nn as nn
 
+from namegen.errors import ConfigError
+
 NORMS = ("none", "batchnorm", "layernorm")
 ACTIVATIONS = ("tanh", "relu")
 INITS = ("naive", "kaiming", "pytorch")
@@ -37,13 +39,13 @@ class MLPConfig:
         for name in ("vocab_size", "block_size", "n_embd", "n_hidden", "depth"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"model.{name}={value!r} must be a positive integer")
+                raise ConfigError(f"model.{name}={value!r} must be a positive integer; set model.{name} >= 1")
         if self.norm not in NORMS:
-            raise ValueError(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
+            raise ConfigError(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+            raise ConfigError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         if not 0.0 <= self.bn_momentum <= 1.0:
-            raise ValueError(f"model.bn_momentum={self.bn_momentum!r} must be in [0, 1]")
+            raise ConfigError(f"model.bn_momentum={self.bn_momentum!r} must be in [0, 1]")
 
 
 class BatchNorm1d(nn.BatchNorm1d):
@@ -122,7 +124,7 @@ def initialize(model: MLP, scheme: str, gain: float = 5 / 3, output_scale: float
     pytorch: leave PyTorch's default init (uniform +-1/sqrt(fan_in)), for reference.
     """
     if scheme not in INITS:
-        raise ValueError(f"unknown init {scheme!r}; choose one of {', '.join(INITS)}")
+        raise ConfigError(f"unknown init {scheme!r}; choose one of {', '.join(INITS)}")
     if scheme == "pytorch":
         return model
     nn.init.normal_(model.wte.weight)

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from namegen.errors import ConfigError
 from namegen.model import MLP, MLPConfig, initialize
 from namegen.stats import format_layer_stats, layer_stats
 
@@ -20,7 +21,7 @@ class DivergedError(RuntimeError):
     """The loss stopped being finite. The message names the step and each layer's state at that moment."""
 
     def __init__(self, step: int, loss: float, report: str):
-        super().__init__(f"loss became {loss} at step {step}; per-layer statistics at that step:\n{report}")
+        super().__init__(f"loss became {loss} at step {step}\nper-layer statistics at that step:\n{report}")
         self.step = step
 
 
@@ -56,9 +57,9 @@ class NameGen(L.LightningModule):
     ):
         super().__init__()
         if not 0.0 <= decay_at <= 1.0:
-            raise ValueError(f"optim.decay_at={decay_at!r} must be a fraction of the run in [0, 1]")
+            raise ConfigError(f"optim.decay_at={decay_at!r} must be a fraction of the run in [0, 1]")
         if not isinstance(log_every_n_steps, int) or log_every_n_steps < 1:
-            raise ValueError(f"log_every_n_steps={log_every_n_steps!r} must be a positive integer")
+            raise ConfigError(f"log_every_n_steps={log_every_n_steps!r} must be a positive integer")
         self.vocab = list(vocab)
         self.model = initialize(MLP(model), init, gain, output_scale)
         self.optimizer_factory = optimizer
@@ -114,7 +115,7 @@ class NameGen(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         max_steps = self.trainer.max_steps
         if max_steps is None or max_steps < 1:
-            raise ValueError(f"trainer.max_steps={max_steps!r}: the learning-rate schedule needs a positive step budget")
+            raise ConfigError(f"trainer.max_steps={max_steps!r}: the learning-rate schedule needs a positive step budget")
         boundary = int(self.decay_at * max_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: 1.0 if step < boundary else self.decay_factor

@@ -1,4 +1,4 @@
-"""Hydra plumbing for sweeps: flat job folder names, and the summary table when a sweep ends.
+"""Hydra plumbing: run and sweep-job folder names, and the summary table when a sweep ends.
 
 `python train.py -m init=naive,kaiming norm=none,batchnorm trainer.max_steps=500`
 names its job folders `init=naive,norm=none`, ...: only the swept keys, in
@@ -37,7 +37,13 @@ def job_name(task_overrides: list[str], job_num: Any = 0) -> str:
     return name if name else f"job{job_num}"
 
 
+def run_dir(resume: Any, default: str) -> str:
+    """A single run's folder: the one being resumed (resume=<run folder>), else a new timestamped one."""
+    return default if isinstance(resume, bool) else str(resume)
+
+
 OmegaConf.register_new_resolver("namegen_job_name", job_name, replace=True)
+OmegaConf.register_new_resolver("namegen_run_dir", run_dir, replace=True)
 
 
 # (column, result.json key, format); the summary's columns in order

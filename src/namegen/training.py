@@ -12,10 +12,12 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from namegen.errors import ConfigError, UserError
 from namegen.checkpoint import CHECKPOINT_DIR, LAST, read_checkpoint
 from namegen.events import mean_saturation, read_scalars
 from namegen.model import MLPConfig
@@ -26,9 +28,28 @@ log = logging.getLogger(__name__)
 RESULT_FILE = "result.json"  # each run's outcome, read by the sweep summary
 
 
+def validate(cfg: DictConfig) -> None:
+    """Refuse out-of-range numbers before anything is built or written (the model and data check their own)."""
+    lr = cfg.optim.optimizer.get("lr")
+    if lr is not None and not lr > 0:
+        raise ConfigError(f"optim.optimizer.lr={lr!r} must be > 0; makemore uses optim.optimizer.lr=0.1")
+    for key in ("trainer.max_steps", "trainer.val_check_interval", "log_every_n_steps"):
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{key}={value!r} must be a positive integer; set {key} >= 1")
+    MLPConfig(**OmegaConf.to_container(cfg.model, resolve=True))  # the model's own checks, before data is read
+    if cfg.resume not in (True, False) and not Path(str(cfg.resume)).is_dir():
+        raise ConfigError(f"resume={cfg.resume!r}: no such run folder; give resume=true or an existing run folder")
+
+
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, NameGen, L.Trainer]:
     """The datamodule, the LightningModule and the Trainer a config describes."""
-    datamodule = instantiate(cfg.data).prepare()
+    try:
+        datamodule = instantiate(cfg.data).prepare()
+    except InstantiationException as e:
+        if isinstance(e.__cause__, UserError):  # Hydra wraps it; the user needs our message, not the wrapper's
+            raise e.__cause__ from None
+        raise
     model_cfg = MLPConfig(vocab_size=len(datamodule.vocab), **OmegaConf.to_container(cfg.model, resolve=True))
     module = NameGen(
         model_cfg,
@@ -70,7 +91,8 @@ def hparams(cfg: DictConfig) -> dict[str, Any]:
 
 
 def resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
-    if not cfg.resume:
+    """last.ckpt of the run folder when resuming (resume=true, or resume=<that folder>)."""
+    if cfg.resume is False:
         return None
     last = run_dir / CHECKPOINT_DIR / LAST
     if not last.is_file():
@@ -93,6 +115,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     A loss that stops being finite ends the run as `status: diverged`, keeping its
     logs and its last good checkpoint; any other error propagates.
     """
+    validate(cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
