@@ -1,0 +1,74 @@
+"""A run killed with SIGKILL and restarted with resume=true ends exactly where an uninterrupted run ends."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from conftest import REPO, make_cfg, read_events
+from namegen.training import train
+
+COMMAND = ["callbacks=minimal", "trainer.max_steps=3000", "trainer.val_check_interval=250", "log_every_n_steps=50"]
+
+
+def start(run_dir, *extra):
+    return subprocess.Popen([sys.executable, str(REPO / "train.py"), *COMMAND, *extra, f"hydra.run.dir={run_dir}"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def final_state(run_dir):
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    return ckpt["global_step"], ckpt["state_dict"], json.loads((run_dir / "result.json").read_text())
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    reference = start(whole)
+    proc = start(killed)
+    last = killed / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    step = 0
+    while step < 1000:
+        assert time.time() < deadline and proc.poll() is None, "the run ended before it could be killed"
+        if last.exists():
+            # atomic writes: whenever last.ckpt exists it loads whole, even while the run rewrites it
+            step = torch.load(last, weights_only=True)["global_step"]
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "result.json").exists()  # it really died mid-run
+
+    resumed = start(killed, "resume=true")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()[-3000:]
+    assert reference.wait(timeout=300) == 0, reference.stderr.read().decode()[-3000:]
+
+    step_a, weights_a, result_a = final_state(killed)
+    step_b, weights_b, result_b = final_state(whole)
+    assert step_a == step_b == 3000
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    for key in ("init_loss", "train_loss", "val_loss", "best_val_loss", "test_loss"):
+        assert result_a[key] == result_b[key], key
+    # the resumed run logged the same validation losses at the same steps as the uninterrupted one
+    val = lambda d: {e.step: e.value for e in read_events(d).Scalars("val/loss")}  # noqa: E731
+    assert val(killed) == val(whole)
+
+
+def test_same_config_and_seed_give_bit_identical_losses(tmp_path):
+    losses = []
+    for name in ("a", "b"):
+        train(make_cfg(tmp_path / name, "callbacks=default", "trainer.max_steps=300", "trainer.val_check_interval=100",
+                       "log_every_n_steps=10", "trainer.num_sanity_val_steps=0"))
+        events = read_events(tmp_path / name)
+        losses.append({tag: [(e.step, e.value) for e in events.Scalars(tag)]
+                       for tag in ("train/loss", "val/loss", "test/loss", "init/loss")})
+    assert len(losses[0]["train/loss"]) == 30
+    assert losses[0] == losses[1]
+    other = make_cfg(tmp_path / "c", "callbacks=minimal", "seed=7", "trainer.max_steps=300",
+                     "trainer.val_check_interval=100", "log_every_n_steps=10")
+    train(other)
+    assert [v for _, v in losses[0]["train/loss"]] != [e.value for e in read_events(tmp_path / "c").Scalars("train/loss")]
