@@ -143,3 +143,26 @@ def test_a_real_tensorboard_server_serves_the_sweep(tiny_sweep):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_report_renders_the_table_and_every_figure(tiny_sweep, tmp_path):
+    import matplotlib.image
+
+    from namegen.report import slug
+
+    sweep, _ = tiny_sweep
+    out = tmp_path / "report"
+    result = subprocess.run([sys.executable, "-m", "namegen.cli", "report", str(sweep), "--out", str(out), "-n", "3"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    md = (out / "report.md").read_text()
+    assert "| run | status | init loss |" in md and all(f"| {run} | ok |" in md for run in RUNS)
+    expected = {"loss_curves.png": (400, 1200), "saturation.png": (400, 1200)}
+    for run in RUNS:
+        for kind in ("activations", "activation_grads", "weight_grads", "update_ratios"):
+            expected[f"{slug(run)}_{kind}.png"] = (400, 1000)
+    for name, (height, width) in expected.items():
+        assert f"({name})" in md, name
+        image = matplotlib.image.imread(out / name)
+        assert image.shape[:2] == (height, width), name
+        assert image[..., :3].std() > 0.01, f"{name} is blank"  # something was drawn

@@ -1,4 +1,4 @@
-"""The `namegen` console command: `namegen sample PATH [-n N] [--seed S] [--temperature T]`."""
+"""The `namegen` console command: `namegen sample PATH ...` and `namegen report SWEEP ...`."""
 
 from __future__ import annotations
 
@@ -44,6 +44,12 @@ def cmd_sample(args: argparse.Namespace) -> None:
             print("  ".join("-" * w for w in widths))
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from namegen.report import report  # matplotlib is only imported when a report is asked for
+
+    print(report(args.sweep, args.out, args.n, args.seed))
+
+
 def sweep_runs(path: Path) -> list[Path]:
     """The trained runs of a sweep folder, or [] if `path` is not one."""
     if not path.is_dir() or (path / CHECKPOINT_DIR).is_dir():
@@ -52,7 +58,7 @@ def sweep_runs(path: Path) -> list[Path]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="namegen", description="Sample names from trained namegen checkpoints.")
+    p = argparse.ArgumentParser(prog="namegen", description="Sample names from namegen checkpoints; report on sweeps.")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sample", help="print names drawn from a checkpoint")
     s.add_argument("path", help="a .ckpt file, a run folder (its checkpoints/best.ckpt), or a sweep folder (every run)")
@@ -60,6 +66,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same names (default 0)")
     s.add_argument("--temperature", type=positive_float, default=1.0, help="< 1 safer, > 1 wilder (default 1.0)")
     s.set_defaults(func=cmd_sample)
+    r = sub.add_parser("report", help="render a sweep's summary, curves, diagnostics and samples as Markdown + PNGs")
+    r.add_argument("sweep", help="a sweep folder (outputs/sweeps/<time>)")
+    r.add_argument("--out", help="where to write report.md and its figures (default SWEEP/report)")
+    r.add_argument("-n", type=positive_int, default=8, help="names sampled per run (default 8)")
+    r.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    r.set_defaults(func=cmd_report)
     return p
 
 
