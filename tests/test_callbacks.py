@@ -23,7 +23,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 from torch.utils.data import DataLoader
 
-from callbacks import ActivationStats, DiagnosticFigures, GradientStats, ScalarsLayout, UpdateRatio
+from callbacks import ActivationStats, DiagnosticFigures, GradientStats, UpdateRatio
 from namegen.data import CharDataModule
 from namegen.model import MLPConfig
 from namegen.module import NameGen
@@ -33,7 +33,8 @@ X = torch.tensor([[0, 0], [0, 1], [1, 2], [2, 3], [3, 4], [4, 0], [1, 1], [2, 2]
 Y = torch.tensor([1, 2, 3, 4, 0, 1, 2, 3])
 THRESHOLD = 0.97
 NAMES_FILE = Path(__file__).resolve().parents[2] / "shared/data/names.txt"
-FIGURE_TAGS = [f"figures/{n}" for n in ("activations", "activation_grads", "weight_grads", "update_ratios", "saturation_map")]
+FIGURES = ("activations", "activation_grads", "weight_grads", "update_ratios", "saturation_map")
+FIGURE_TAGS = [f"figures/{name}" for name in FIGURES]
 
 
 # ---------------------------------------------------------------------------
@@ -78,6 +79,7 @@ def fit(module, callbacks, log_dir=None, max_steps=1, logger=None, train=None, v
         num_sanity_val_steps=0,
         val_check_interval=1000,
         check_val_every_n_epoch=None,
+        log_every_n_steps=1,
     )
     kwargs.update(trainer_kwargs)
     trainer = L.Trainer(**kwargs)
@@ -88,7 +90,8 @@ def fit(module, callbacks, log_dir=None, max_steps=1, logger=None, train=None, v
 def events(log_dir: Path) -> event_accumulator.EventAccumulator:
     files = list(Path(log_dir).glob("events.out.tfevents.*"))
     assert files, f"no event file in {log_dir}"
-    acc = event_accumulator.EventAccumulator(str(log_dir), size_guidance={k: 0 for k in event_accumulator.DEFAULT_SIZE_GUIDANCE})
+    everything = {kind: 0 for kind in event_accumulator.DEFAULT_SIZE_GUIDANCE}
+    acc = event_accumulator.EventAccumulator(str(log_dir), size_guidance=everything)
     return acc.Reload()
 
 
@@ -148,7 +151,8 @@ def close(a: float, b: float) -> bool:
 
 
 @pytest.mark.parametrize(
-    "norm,activation,depth", [("none", "tanh", 2), ("layernorm", "relu", 3), ("batchnorm", "tanh", 1), ("none", "relu", 2)]
+    "norm,activation,depth",
+    [("none", "tanh", 2), ("layernorm", "relu", 3), ("batchnorm", "tanh", 1), ("none", "relu", 2)],
 )
 def test_statistics_match_a_manual_forward_backward_and_sgd_step(tmp_path, norm, activation, depth):
     lr = 0.1
@@ -184,11 +188,13 @@ def test_statistics_match_a_manual_forward_backward_and_sgd_step(tmp_path, norm,
 
     matrices = [name for name, v in before.items() if v.ndim == 2]
     assert matrices == ["wte.weight"] + [f"hidden.{i}.linear.weight" for i in range(depth)] + ["head.weight"]
-    assert {t for t in scalar_tags(acc) if t.startswith("grad_data_ratio/")} == {f"grad_data_ratio/{n}" for n in matrices}
+    ratio_tags = {t for t in scalar_tags(acc) if t.startswith("grad_data_ratio/")}
+    assert ratio_tags == {f"grad_data_ratio/{n}" for n in matrices}
     for name in matrices:
         assert close(scalars(acc, f"grad_data_ratio/{name}")[0], (p[name].grad.std() / before[name].std()).item())
         hist = acc.Histograms(f"weight_grad/{name}")[0].histogram_value
-        assert hist.num == p[name].numel() and math.isclose(hist.sum, p[name].grad.sum().item(), rel_tol=1e-4, abs_tol=1e-7)
+        assert hist.num == p[name].numel()
+        assert math.isclose(hist.sum, p[name].grad.sum().item(), rel_tol=1e-4, abs_tol=1e-7)
 
     # plain SGD: new = old - lr * grad
     logged = {t.split("/", 1)[1] for t in scalar_tags(acc) if t.startswith("update_ratio/")}
@@ -231,13 +237,15 @@ def test_gradient_accumulation_logs_once_per_optimizer_step_from_its_first_batch
     before = parameters(module)
     _, _, acts = manual_pass(module, before)  # the first micro-batch (X, Y)
     train = DataLoader([(X, Y), (x2, y2)] * 4, batch_size=None)
-    fit(module, [ActivationStats(1, None), UpdateRatio(1)], tmp_path, max_steps=1, train=train, accumulate_grad_batches=2)
+    callbacks = [ActivationStats(1, None), UpdateRatio(1)]
+    fit(module, callbacks, tmp_path, max_steps=1, train=train, accumulate_grad_batches=2)
     acc = events(tmp_path)
     std = scalars(acc, "act/layer_01/std")
     assert list(std) == [0] and close(std[0], acts[1].std().item())
     # the update spans both micro-batches: measured from the weights, whatever produced them
     old, new = before["hidden.1.linear.weight"], module.model.hidden[1].linear.weight.detach()
-    assert close(scalars(acc, "update_ratio/hidden.1.linear.weight")[0], math.log10(((new - old).std() / old.std()).item()))
+    expected = math.log10(((new - old).std() / old.std()).item())
+    assert close(scalars(acc, "update_ratio/hidden.1.linear.weight")[0], expected)
 
 
 # ---------------------------------------------------------------------------
@@ -325,13 +333,14 @@ def test_validation_and_sanity_check_do_not_reach_the_statistics(tmp_path):
         fit(tiny_module(norm="batchnorm"), [ActivationStats(1, None), GradientStats(1, None), UpdateRatio(1)],
             tmp_path / name, max_steps=3, **kwargs)
         acc = events(tmp_path / name)
-        runs[name] = {t: scalars(acc, t) for t in scalar_tags(acc) if t.split("/")[0] in ("act", "grad", "grad_data_ratio", "update_ratio")}
+        diagnostics = {"act", "grad", "grad_data_ratio", "update_ratio"}
+        runs[name] = {t: scalars(acc, t) for t in scalar_tags(acc) if t.split("/")[0] in diagnostics}
     assert "val/loss" in scalar_tags(events(tmp_path / "validating"))
     assert len(runs["quiet"]) > 20 and runs["quiet"] == runs["validating"]
 
 
 def diagnostics_all() -> list[L.Callback]:
-    return [ActivationStats(1, 1), GradientStats(1, 1), UpdateRatio(1), DiagnosticFigures(1), ScalarsLayout()]
+    return [ActivationStats(1, 1), GradientStats(1, 1), UpdateRatio(1), DiagnosticFigures(1)]
 
 
 @pytest.mark.parametrize("logger", ["none", "csv"])
@@ -360,7 +369,6 @@ def full_run(tmp_path_factory):
         GradientStats(every_n_steps=2, histogram_every_n_steps=4),
         UpdateRatio(every_n_steps=2),
         DiagnosticFigures(every_n_steps=4, saturation_layer=-1),
-        ScalarsLayout(),
     ]
     fit(tiny_module(norm="layernorm", depth=3), callbacks, log_dir, max_steps=5)
     return events(log_dir)

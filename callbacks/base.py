@@ -1,0 +1,312 @@
+"""What the diagnostics callbacks share: tag names, the statistics, the hooks and the step lifecycle.
+
+Every diagnostic watches `pl_module.model.hidden[i].act`, the activation of hidden
+layer i, and writes under tags that sort by layer (`layer_00`, `layer_01`, ...).
+The statistics are defined here once, so a scalar, a figure legend and the
+custom-scalars layout can never disagree about what "saturated" means.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn as nn
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.optim import Optimizer
+from torch.utils.hooks import RemovableHandle
+
+# ---------------------------------------------------------------------------
+# tags: other parts of the project read these back; change them nowhere else
+
+ACT, PREACT, GRAD = "act", "preact", "grad"
+GRAD_DATA_RATIO, WEIGHT_GRAD, UPDATE_RATIO = "grad_data_ratio", "weight_grad", "update_ratio"
+FIGURES = "figures"
+
+# 64 uniform bins: a third of the cost of TensorBoard's default (~1,500 exponential buckets) per
+# histogram, and plenty to see a distribution's shape.
+HISTOGRAM_BINS = 64
+
+
+def layer_tag(prefix: str, index: int, stat: str | None = None) -> str:
+    """`act/layer_03/std`: two digits so TensorBoard's lexical sort is the layer order up to 100 layers."""
+    tag = f"{prefix}/layer_{index:02d}"
+    return f"{tag}/{stat}" if stat else tag
+
+
+def layer_regex(prefix: str, stat: str) -> str:
+    """The regex that matches `layer_tag(prefix, i, stat)` for every layer i."""
+    return rf"^{prefix}/layer_\d+/{stat}$"
+
+
+# ---------------------------------------------------------------------------
+# the statistics
+
+
+def flat_mask(t: torch.Tensor, activation: str, threshold: float) -> torch.Tensor:
+    """Where the activation sits in its flat region, so almost no gradient flows back through it.
+
+    tanh: |t| > threshold (tanh' = 1 - t^2 < 1 - threshold^2); relu: t <= 0 (relu' = 0).
+    """
+    return t <= 0 if activation == "relu" else t.abs() > threshold
+
+
+def activation_summary(t: torch.Tensor, activation: str, threshold: float) -> dict[str, float]:
+    """Of a (batch, units) output: mean, std, saturation (fraction of entries in the flat region)
+    and dead (fraction of units in the flat region for every example)."""
+    flat = flat_mask(t, activation, threshold)
+    return {
+        "mean": t.mean().item(),
+        "std": t.std().item(),
+        "saturation": flat.float().mean().item(),
+        "dead": flat.all(dim=0).float().mean().item(),
+    }
+
+
+def grad_data_ratio(grad: torch.Tensor, weight: torch.Tensor) -> float:
+    """std(grad) / std(weight): how large a step of lr=1 would be next to the weights themselves."""
+    return (grad.std() / weight.std()).item()
+
+
+def update_ratio(new: torch.Tensor, old: torch.Tensor) -> float:
+    """log10(std(new - old) / std(old)); about -3 is a healthy learning rate (makemore part 3).
+
+    Not finite when `old` is constant (a freshly initialized bias or norm gain) or nothing moved.
+    """
+    if old.numel() < 2:
+        return math.nan
+    with torch.no_grad():
+        ratio = ((new - old).std() / old.std()).item()
+    return math.log10(ratio) if ratio > 0 and math.isfinite(ratio) else math.nan
+
+
+def weight_matrices(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The 2-D parameters (embedding, hidden linears, head), as `named_parameters` names them."""
+    return [(name, p) for name, p in model.named_parameters() if p.ndim == 2]
+
+
+# ---------------------------------------------------------------------------
+# hooks
+
+
+class LayerRecorder:
+    """Forward hooks on each `block.act` that keep its input, output and the gradient of its output.
+
+    Only the first forward of the step is kept: with gradient accumulation or a
+    closure optimizer the later ones would mix other batches or updated weights in.
+    Call `remove()` to detach every hook; the recorder holds no reference to the model after it.
+    """
+
+    def __init__(self, blocks: nn.ModuleList, inputs: bool = False, outputs: bool = False, grads: bool = False):
+        self.inputs: dict[int, torch.Tensor] = {}
+        self.outputs: dict[int, torch.Tensor] = {}
+        self.grads: dict[int, torch.Tensor] = {}
+        self._want_inputs, self._want_outputs, self._want_grads = inputs, outputs, grads
+        self._seen: set[int] = set()
+        self._handles: list[RemovableHandle] = [
+            block.act.register_forward_hook(self._forward_hook(i)) for i, block in enumerate(blocks)
+        ]
+
+    def _forward_hook(self, index: int):
+        def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
+            if index in self._seen:
+                return
+            self._seen.add(index)
+            # clone: an in-place activation (ReLU(inplace=True)) would overwrite its input with the output
+            if self._want_inputs:
+                self.inputs[index] = args[0].detach().clone()
+            if self._want_outputs:
+                self.outputs[index] = output.detach()
+            if self._want_grads and output.requires_grad:
+                self._handles.append(output.register_hook(self._grad_hook(index)))
+
+        return hook
+
+    def _grad_hook(self, index: int):
+        def hook(grad: torch.Tensor) -> None:
+            self.grads[index] = grad.detach()
+
+        return hook
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+# ---------------------------------------------------------------------------
+# callbacks
+
+
+def check_interval(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        extra = " or null to turn it off" if allow_none else ""
+        raise ValueError(f"{name}={value!r} must be a positive integer (a number of optimizer steps){extra}")
+
+
+class TensorBoardCallback(L.Callback):
+    """Finds the TensorBoardLogger in `setup`; without one it warns once and stays idle."""
+
+    def __init__(self) -> None:
+        self._logger: TensorBoardLogger | None = None
+        self._warned = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        hidden = getattr(getattr(pl_module, "model", None), "hidden", None)
+        if not isinstance(hidden, nn.ModuleList) or not all(isinstance(getattr(b, "act", None), nn.Module) for b in hidden):
+            raise TypeError(
+                f"{type(self).__name__} watches `pl_module.model.hidden[i].act`;"
+                f" {type(pl_module).__name__} has no such layers"
+            )
+        self._logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if self._logger is None and not self._warned:
+            self._warned = True
+            found = ", ".join(type(lg).__name__ for lg in trainer.loggers) or "none"
+            rank_zero_warn(
+                f"{type(self).__name__} writes to TensorBoard but the trainer has no TensorBoardLogger"
+                f" (loggers: {found}); it does nothing in this run. Use logger=tensorboard to see the diagnostics."
+            )
+
+    @property
+    def writer(self) -> Any:
+        """The logger's `SummaryWriter`; only touch it on rank zero."""
+        assert self._logger is not None
+        return self._logger.experiment
+
+
+Chart = list  # ["Multiline", [tag regex, ...]], as SummaryWriter.add_custom_scalars takes it
+
+
+class DiagnosticCallback(TensorBoardCallback):
+    """The step lifecycle of a diagnostic that writes every `every_n_steps` optimizer steps, step 0 included.
+
+    On a logging step (and only then, after one modulo check) `start_step` runs
+    in `on_train_batch_start`, `before_update` in `on_before_optimizer_step`
+    (gradients final, weights not yet changed) and `end_step` in
+    `on_train_batch_end` (after the update); then `release` drops every hook and
+    tensor. Subclasses override those four; all but `start_step` run under `torch.no_grad()`.
+    Validation and the sanity check run outside that window, so they never reach the statistics.
+
+    `charts` are the diagnostic's TensorBoard custom-scalars charts (category -> title -> chart).
+    At fit start the first diagnostic in `trainer.callbacks` writes one layout with the charts
+    of all of them, so each quantity is one multi-line chart across layers in the Custom Scalars tab
+    and no extra callback runs on every step for it.
+    """
+
+    charts: dict[str, dict[str, Chart]] = {}
+
+    def __init__(self, every_n_steps: int, histogram_every_n_steps: int | None = None) -> None:
+        super().__init__()
+        check_interval("every_n_steps", every_n_steps)
+        check_interval("histogram_every_n_steps", histogram_every_n_steps, allow_none=True)
+        if histogram_every_n_steps is not None and histogram_every_n_steps % every_n_steps:
+            raise ValueError(
+                f"histogram_every_n_steps={histogram_every_n_steps} must be a multiple of every_n_steps={every_n_steps}"
+                " (histograms are written on a subset of the logging steps)"
+            )
+        self.every_n_steps = every_n_steps
+        self.histogram_every_n_steps = histogram_every_n_steps
+        self._step: int | None = None  # the logging step in progress
+        self._last_step: int | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._step = self._last_step = None
+
+    def histograms_due(self, step: int) -> bool:
+        return self.histogram_every_n_steps is not None and step % self.histogram_every_n_steps == 0
+
+    # -- what subclasses fill in ---------------------------------------------------
+
+    def start_step(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        """Attach hooks / take snapshots before the forward pass of a logging step."""
+
+    def before_update(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        """Gradients are final and the weights are still those the forward pass used."""
+
+    def end_step(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        """The optimizer has stepped; write what was recorded."""
+
+    def release(self) -> None:
+        """Drop every hook and tensor of the step; also called on teardown and on an exception."""
+
+    # -- Lightning hooks -----------------------------------------------------------
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._logger is None or not trainer.is_global_zero:
+            return
+        diagnostics = [cb for cb in trainer.callbacks if isinstance(cb, DiagnosticCallback)]
+        if diagnostics[0] is not self:
+            return
+        layout: dict[str, dict[str, Chart]] = {}
+        for cb in diagnostics:
+            for category, charts in cb.charts.items():
+                layout.setdefault(category, {}).update(charts)
+        if layout:
+            self.writer.add_custom_scalars(layout)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if step % self.every_n_steps or self._step is not None or step == self._last_step:
+            return  # not a logging step, or a later micro-batch of one (gradient accumulation)
+        if self._logger is None or not trainer.is_global_zero:
+            return
+        self._step = self._last_step = step
+        self.start_step(trainer, pl_module, step)
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Optimizer) -> None:
+        if self._step is not None:
+            with torch.no_grad():
+                self.before_update(trainer, pl_module, self._step)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # global_step still equal to the logging step means the optimizer has not stepped yet (accumulation)
+        if self._step is None or trainer.global_step == self._step:
+            return
+        try:
+            with torch.no_grad():
+                self.end_step(trainer, pl_module, self._step)
+        finally:
+            self._step = None
+            self.release()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._step = None
+        self.release()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._step = None
+        self.release()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._step = None
+        self.release()
+
+
+class RecordingCallback(DiagnosticCallback):
+    """A diagnostic that records hidden-layer tensors through a `LayerRecorder` on its logging steps."""
+
+    record: dict[str, bool] = {}  # LayerRecorder flags: inputs, outputs, grads
+
+    def __init__(self, every_n_steps: int, histogram_every_n_steps: int | None = None) -> None:
+        super().__init__(every_n_steps, histogram_every_n_steps)
+        self.recorder: LayerRecorder | None = None
+
+    def start_step(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        self.recorder = LayerRecorder(pl_module.model.hidden, **self.record)
+
+    def release(self) -> None:
+        if self.recorder is not None:
+            self.recorder.remove()
+            self.recorder = None
