@@ -19,6 +19,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
+from namegen.stats import activation_summary, flat_mask  # noqa: F401  (re-exported to the callbacks)
+
 # ---------------------------------------------------------------------------
 # tags: other parts of the project read these back; change them nowhere else
 
@@ -46,24 +48,7 @@ def layer_regex(prefix: str, stat: str) -> str:
 # the statistics
 
 
-def flat_mask(t: torch.Tensor, activation: str, threshold: float) -> torch.Tensor:
-    """Where the activation sits in its flat region, so almost no gradient flows back through it.
-
-    tanh: |t| > threshold (tanh' = 1 - t^2 < 1 - threshold^2); relu: t <= 0 (relu' = 0).
-    """
-    return t <= 0 if activation == "relu" else t.abs() > threshold
-
-
-def activation_summary(t: torch.Tensor, activation: str, threshold: float) -> dict[str, float]:
-    """Of a (batch, units) output: mean, std, saturation (fraction of entries in the flat region)
-    and dead (fraction of units in the flat region for every example)."""
-    flat = flat_mask(t, activation, threshold)
-    return {
-        "mean": t.mean().item(),
-        "std": t.std().item(),
-        "saturation": flat.float().mean().item(),
-        "dead": flat.all(dim=0).float().mean().item(),
-    }
+# flat_mask and activation_summary are namegen.stats', shared with the divergence report
 
 
 def grad_data_ratio(grad: torch.Tensor, weight: torch.Tensor) -> float:

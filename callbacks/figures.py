@@ -5,7 +5,6 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from lightning.pytorch.utilities import rank_zero_warn
 
@@ -18,15 +17,9 @@ from callbacks.base import (
     weight_matrices,
 )
 from callbacks.update_ratio import UpdateRatio
+from namegen.plots import distributions, new_axes, render, update_ratios
 
-FIGSIZE, DPI, BINS = (10, 4), 100, 50
-
-
-def render(fig: Figure) -> np.ndarray:
-    """The figure as an (H, W, 3) uint8 array, drawn by Agg: no pyplot, no GUI backend, no global state."""
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+BINS = 50
 
 
 def density(values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -35,13 +28,6 @@ def density(values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     v = v[np.isfinite(v)]
     hist, edges = np.histogram(v, bins=BINS, density=True) if v.size else (np.zeros(BINS), np.linspace(0, 1, BINS + 1))
     return (edges[:-1] + edges[1:]) / 2, hist
-
-
-def new_axes(title: str, xlabel: str, ylabel: str):
-    fig = Figure(figsize=FIGSIZE, dpi=DPI)
-    ax = fig.add_subplot()
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    return fig, ax
 
 
 class DiagnosticFigures(RecordingCallback):
@@ -131,40 +117,26 @@ class DiagnosticFigures(RecordingCallback):
     # -- the figures ---------------------------------------------------------------
 
     def activations_figure(self, outputs: dict[int, torch.Tensor], activation: str, step: int) -> Figure:
-        fig, ax = new_axes(f"activation distribution, step {step}", f"{activation} output", "density")
+        curves = []
         for i, t in sorted(outputs.items()):
             s = activation_summary(t, activation, self.saturation_threshold)
-            x, y = density(t)
             label = f"layer {i}: mean {s['mean']:+.2f}, std {s['std']:.2f}, saturated {s['saturation']:.1%}"
-            ax.plot(x, y, label=label)
-        ax.legend(fontsize="small")
-        return fig
+            curves.append((label, *density(t)))
+        return distributions(f"activation distribution, step {step}", f"{activation} output", curves)
 
     def activation_grads_figure(self, grads: dict[int, torch.Tensor], step: int) -> Figure:
-        fig, ax = new_axes(f"activation gradient distribution, step {step}", "d loss / d activation", "density")
-        for i, g in sorted(grads.items()):
-            x, y = density(g)
-            ax.plot(x, y, label=f"layer {i}: mean {g.mean().item():+.2e}, std {g.std().item():.2e}")
-        ax.legend(fontsize="small")
-        return fig
+        curves = [(f"layer {i}: mean {g.mean().item():+.2e}, std {g.std().item():.2e}", *density(g))
+                  for i, g in sorted(grads.items())]
+        return distributions(f"activation gradient distribution, step {step}", "d loss / d activation", curves)
 
     def weight_grads_figure(self, step: int) -> Figure:
-        fig, ax = new_axes(f"weight gradient distribution, step {step}", "d loss / d weight", "density")
-        for name, shape, g, ratio in self._weight_grads:
-            x, y = density(g)
-            ax.plot(x, y, label=f"{name} {shape}: std {g.std().item():.2e}, grad:data {ratio:.2e}")
-        ax.legend(fontsize="small")
-        return fig
+        curves = [(f"{name} {shape}: std {g.std().item():.2e}, grad:data {ratio:.2e}", *density(g))
+                  for name, shape, g, ratio in self._weight_grads]
+        return distributions(f"weight gradient distribution, step {step}", "d loss / d weight", curves)
 
     def update_ratios_figure(self, history: dict[str, list[tuple[int, float]]], names: list[str], step: int) -> Figure:
-        fig, ax = new_axes(f"update:data ratio, up to step {step}", "step", "log10(std(update) / std(weight))")
-        for name in names:
-            if history.get(name):
-                steps, ratios = zip(*history[name])
-                ax.plot(steps, ratios, marker=".", label=name)
-        ax.axhline(-3, color="k", linestyle="--", linewidth=1, label="-3: about right")
-        ax.legend(fontsize="small")
-        return fig
+        series = {name: history[name] for name in names if history.get(name)}
+        return update_ratios(series, f"update:data ratio, up to step {step}")
 
     def saturation_map_figure(self, outputs: dict[int, torch.Tensor], activation: str, step: int) -> Figure:
         layer = self.saturation_layer % len(outputs)

@@ -1,10 +1,12 @@
-"""Throughput benchmark: namegen's real training path against a plain PyTorch loop, side by side.
+"""Benchmarks that compare side by side in one run and print the ratio.
 
-    python -m namegen.bench --data ../shared/data/names.txt --steps 5000 --rounds 5
+    python -m namegen.bench throughput --data ../shared/data/names.txt   # steps/s: plain loop vs namegen
+    python -m namegen.bench quality --data ../shared/data/names.txt      # wall time to val loss <= 2.10
+    python -m namegen.bench sweep                                        # the default 2x2 sweep's wall time
 
-Each round runs every contender once, in turn, in this one process (so the machine's
-noise hits them alike); the report gives each one's median steps/s and the median of
-the per-round ratios. Only the training steps are timed: not setup, not validation.
+throughput: each round runs every contender once, in turn, in this one process (so
+the machine's noise hits them alike); the report gives each one's median steps/s and
+the median of the per-round ratios. Only training steps are timed: not setup, not validation.
 """
 
 from __future__ import annotations
@@ -27,22 +29,33 @@ from namegen.training import build
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
-def plain_loop(dm: CharDataModule, steps: int, norm: str, seed: int) -> float:
-    """makemore's loop, written out: sample a batch, forward, backward, SGD step. Returns steps/s."""
+def plain_loop(
+    dm: CharDataModule, steps: int, norm: str, seed: int, batch_size: int = 32, lr: float = 0.1, decay_at: float = 0.75
+) -> tuple[float, float]:
+    """makemore's loop, written out: sample a batch, forward, backward, SGD step, lr x0.1 for the last quarter.
+
+    Returns (steps/s after the warm-up, val loss with BatchNorm on its running statistics).
+    """
     torch.manual_seed(seed)
     model = initialize(MLP(MLPConfig(vocab_size=len(dm.vocab), norm=norm)), "kaiming")
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
     x, y, g = dm.x["train"], dm.y["train"], torch.Generator().manual_seed(seed)
-    start = None
+    start = time.perf_counter()
     for step in range(steps):
         if step == WARMUP:
             start = time.perf_counter()
-        ix = torch.randint(0, len(y), (dm.batch_size,), generator=g)
+        if step == int(decay_at * steps):
+            for group in opt.param_groups:
+                group["lr"] = lr * 0.1
+        ix = torch.randint(0, len(y), (batch_size,), generator=g)
         loss = F.cross_entropy(model(x[ix]), y[ix])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return (steps - WARMUP) / (time.perf_counter() - start)
+    rate = (steps - WARMUP) / (time.perf_counter() - start)
+    with torch.no_grad():
+        val = F.cross_entropy(model.eval()(dm.x["val"]), dm.y["val"]).item()
+    return rate, val
 
 
 WARMUP = 200  # steps before the clock starts: allocator and caches warm up
@@ -69,11 +82,8 @@ class StepTimer(L.Callback):
 
 def namegen_run(overrides: list[str], run_dir: Path, steps: int) -> float:
     """namegen's real training path (build() from the real config) for `steps` steps. Returns steps/s."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[
-            f"run_dir={run_dir}", f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}",
-            "trainer.num_sanity_val_steps=0", *overrides,
-        ])
+    cfg = compose_cfg([f"run_dir={run_dir}", f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}",
+                       "trainer.num_sanity_val_steps=0", *overrides])
     torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, verbose=False)
     datamodule, module, trainer = build(cfg)
@@ -99,26 +109,19 @@ def compare(contenders: dict[str, Callable[[], float]], rounds: int, baseline: s
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="a word file (default: the built-in names_first)")
-    p.add_argument("--steps", type=int, default=5000, help="training steps per run (default 5000)")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    p.add_argument("--norm", default="batchnorm", help="none, batchnorm or layernorm (default batchnorm)")
-    p.add_argument("--out", default="outputs/bench", help="scratch folder for the namegen runs")
-    args = p.parse_args(argv)
-    if args.steps <= WARMUP:
-        p.error(f"--steps must exceed the {WARMUP} warm-up steps")
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides)
 
-    torch.set_num_threads(1)
+
+def bench_throughput(args: argparse.Namespace) -> None:
     data = ["data=file", f"data.path={Path(args.data).resolve()}"] if args.data else []
     dm = CharDataModule(source="file" if args.data else "names_first", path=args.data).prepare()
     common = [*data, f"norm={args.norm}", "init=kaiming"]
     out = Path(args.out)
-
-    print(f"throughput, batch 32, norm={args.norm}, 1 thread, {args.steps} steps x {args.rounds} rounds")
+    print(f"## throughput: batch 32, norm={args.norm}, kaiming, 1 thread, {args.steps} steps x {args.rounds} rounds")
     table = compare({
-        "plain PyTorch loop": lambda: plain_loop(dm, args.steps, args.norm, 42),
+        "plain PyTorch loop": lambda: plain_loop(dm, args.steps, args.norm, 42)[0],
         "namegen, diagnostics off": lambda: namegen_run([*common, "callbacks=minimal"], out / "minimal", args.steps),
         "namegen, diagnostics on": lambda: namegen_run([*common, "callbacks=default"], out / "default", args.steps),
     }, args.rounds, baseline="plain PyTorch loop")
@@ -127,6 +130,62 @@ def main(argv: list[str] | None = None) -> None:
     for name, row in table.items():
         print(f"| {name} | {row['steps_per_sec']:.0f} | {row['ratio']:.2f}x |")
     print(f"\ndiagnostics on / off: {on['ratio'] / off['ratio']:.2f}x")
+
+
+def bench_quality(args: argparse.Namespace) -> None:
+    """makemore's recipe in the plain loop against namegen's `fast` preset: wall time to the final val loss."""
+    from namegen.training import train
+
+    if not args.data:
+        raise SystemExit("quality needs --data (makemore's names.txt)")
+    path = str(Path(args.data).resolve())
+    dm = CharDataModule(source="file", path=path).prepare()
+    print("## time to quality on", path)
+    start = time.perf_counter()
+    _, plain_val = plain_loop(dm, 200_000, "batchnorm", 42)
+    plain_time = time.perf_counter() - start
+    print(f"plain loop, makemore recipe (200k steps, batch 32, SGD): val {plain_val:.4f} in {plain_time:.0f} s", flush=True)
+    start = time.perf_counter()
+    result = train(compose_cfg([f"run_dir={Path(args.out) / 'fast'}", "experiment=fast", f"data.path={path}",
+                                "norm=batchnorm", "init=kaiming"]))
+    fast_time = time.perf_counter() - start
+    print(f"namegen experiment=fast: val {result['val_loss']:.4f} (best {result['best_val_loss']:.4f}) "
+          f"in {fast_time:.0f} s, all included")
+    print(f"\n| run | val loss | wall time |\n|---|---|---|\n| plain loop, makemore recipe | {plain_val:.4f} | "
+          f"{plain_time:.0f} s |\n| namegen `experiment=fast` | {result['val_loss']:.4f} | {fast_time:.0f} s |")
+    print(f"\nwall-time ratio namegen fast / plain recipe: {fast_time / plain_time:.2f}")
+
+
+def bench_sweep(args: argparse.Namespace) -> None:
+    """The default 2x2 sweep, parallel (the default joblib launcher) against one job at a time."""
+    import subprocess
+    import sys
+
+    train_py = CONF_DIR.parent / "train.py"
+    times = {}
+    for launcher in ("joblib", "basic"):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, str(train_py), "-m", "init=naive,kaiming", "norm=none,batchnorm",
+                        f"hydra/launcher={launcher}", f"hydra.sweep.dir={Path(args.out) / ('sweep_' + launcher)}"],
+                       check=True, capture_output=True, cwd=CONF_DIR.parent)
+        times[launcher] = time.perf_counter() - start
+        print(f"default 2x2 sweep, hydra/launcher={launcher}: {times[launcher]:.0f} s", flush=True)
+    print(f"\nparallel / one at a time: {times['joblib'] / times['basic']:.2f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["throughput", "quality", "sweep"], nargs="?", default="throughput")
+    p.add_argument("--data", help="a word file (default: the built-in names_first)")
+    p.add_argument("--steps", type=int, default=5000, help="throughput: training steps per run (default 5000)")
+    p.add_argument("--rounds", type=int, default=5, help="throughput: interleaved rounds (default 5)")
+    p.add_argument("--norm", default="batchnorm", help="throughput: none, batchnorm or layernorm (default batchnorm)")
+    p.add_argument("--out", default="outputs/bench", help="scratch folder for the namegen runs")
+    args = p.parse_args(argv)
+    if args.steps <= WARMUP:
+        p.error(f"--steps must exceed the {WARMUP} warm-up steps")
+    torch.set_num_threads(1)
+    {"throughput": bench_throughput, "quality": bench_quality, "sweep": bench_sweep}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure  # noqa: F401  (re-exported for multi-axes figures)
+from matplotlib.figure import Figure
 
 FIGSIZE, DPI = (10, 4), 100
 HEALTHY_UPDATE_RATIO = -3.0  # makemore's guide line: updates ~1/1000 of the weights
@@ -40,28 +40,20 @@ def distributions(title: str, xlabel: str, curves: Sequence[tuple[str, np.ndarra
     for label, centers, dens in curves:
         ax.plot(centers, dens, label=label)
     if curves:
-        ax.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
 
 
-def update_ratios(series: dict[str, Sequence[tuple[int, float]]]) -> Figure:
+def update_ratios(series: dict[str, Sequence[tuple[int, float]]], title: str = "update:data ratio") -> Figure:
     """log10(update std / data std) of each parameter over the steps, with the -3 guide line."""
-    fig, ax = new_axes("update:data ratio", "step", "log10(update std / data std)")
+    fig, ax = new_axes(title, "step", "log10(std(update) / std(weight))")
     for name, points in series.items():
         finite = [(s, v) for s, v in points if np.isfinite(v)]
         if finite:
             steps, values = zip(*finite)
             ax.plot(steps, values, marker="." if len(finite) < 20 else None, label=name)
-    ax.axhline(HEALTHY_UPDATE_RATIO, color="k", linestyle="--", linewidth=1, label="-3 guide")
-    ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    return fig
-
-
-def saturation_map(flat: np.ndarray, title: str) -> Figure:
-    """units x examples of one layer, white where the unit sits in its flat region."""
-    fig, ax = new_axes(title, "unit", "example", figsize=(10, 4))
-    ax.imshow(flat, cmap="gray", interpolation="nearest", aspect="auto", vmin=0, vmax=1)
+    ax.axhline(HEALTHY_UPDATE_RATIO, color="k", linestyle="--", linewidth=1, label="-3: about right")
+    ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
