@@ -3,6 +3,7 @@
     python -m namegen.bench throughput --data ../shared/data/names.txt   # steps/s: plain loop vs namegen
     python -m namegen.bench quality --data ../shared/data/names.txt      # wall time to val loss <= 2.10
     python -m namegen.bench sweep                                        # the default 2x2 sweep's wall time
+    python -m namegen.bench compile                                      # torch.compile against eager
 
 throughput: each round runs every contender once, in turn, in this one process (so
 the machine's noise hits them alike); the report gives each one's median steps/s and
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from namegen.data import CharDataModule
+from namegen.data import CharDataModule, RandomBatches
 from namegen.model import MLP, MLPConfig, initialize
 from namegen.training import build
 
@@ -30,15 +31,17 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def plain_loop(
-    dm: CharDataModule, steps: int, norm: str, seed: int, batch_size: int = 32, lr: float = 0.1, decay_at: float = 0.75
+    dm: CharDataModule, steps: int, norm: str, seed: int, batch_size: int = 32, lr: float = 0.1, decay_at: float = 0.75,
+    init: str = "kaiming", compiled: bool = False,
 ) -> tuple[float, float]:
     """makemore's loop, written out: sample a batch, forward, backward, SGD step, lr x0.1 for the last quarter.
 
     Returns (steps/s after the warm-up, val loss with BatchNorm on its running statistics).
     """
     torch.manual_seed(seed)
-    model = initialize(MLP(MLPConfig(vocab_size=len(dm.vocab), norm=norm)), "kaiming")
+    model = initialize(MLP(MLPConfig(vocab_size=len(dm.vocab), norm=norm)), init)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
+    forward = torch.compile(model) if compiled else model  # compiles on the first steps, inside the warm-up
     x, y, g = dm.x["train"], dm.y["train"], torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     for step in range(steps):
@@ -48,7 +51,7 @@ def plain_loop(
             for group in opt.param_groups:
                 group["lr"] = lr * 0.1
         ix = torch.randint(0, len(y), (batch_size,), generator=g)
-        loss = F.cross_entropy(model(x[ix]), y[ix])
+        loss = F.cross_entropy(forward(x[ix]), y[ix])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -78,6 +81,32 @@ class StepTimer(L.Callback):
 
     def steps_per_sec(self) -> float:
         return (self.steps - WARMUP) / (self.end - self.start)
+
+
+class BareModule(L.LightningModule):
+    """The least a LightningModule can be: the same model and loss, plain SGD, nothing logged."""
+
+    def __init__(self, vocab_size: int, norm: str, seed: int):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.model = initialize(MLP(MLPConfig(vocab_size=vocab_size, norm=norm)), "kaiming")
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.model(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def bare_lightning(dm: CharDataModule, steps: int, norm: str, seed: int) -> float:
+    """Lightning's own floor: a Trainer with no logger, no callbacks, no progress bar. Returns steps/s."""
+    timer = StepTimer()
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
+    batches = RandomBatches(dm.x["train"], dm.y["train"], dm.batch_size, seed)
+    trainer.fit(BareModule(len(dm.vocab), norm, seed), train_dataloaders=batches)
+    return timer.steps_per_sec()
 
 
 def namegen_run(overrides: list[str], run_dir: Path, steps: int) -> float:
@@ -122,6 +151,7 @@ def bench_throughput(args: argparse.Namespace) -> None:
     print(f"## throughput: batch 32, norm={args.norm}, kaiming, 1 thread, {args.steps} steps x {args.rounds} rounds")
     table = compare({
         "plain PyTorch loop": lambda: plain_loop(dm, args.steps, args.norm, 42)[0],
+        "bare Lightning Trainer": lambda: bare_lightning(dm, args.steps, args.norm, 42),
         "namegen, diagnostics off": lambda: namegen_run([*common, "callbacks=minimal"], out / "minimal", args.steps),
         "namegen, diagnostics on": lambda: namegen_run([*common, "callbacks=default"], out / "default", args.steps),
     }, args.rounds, baseline="plain PyTorch loop")
@@ -130,6 +160,20 @@ def bench_throughput(args: argparse.Namespace) -> None:
     for name, row in table.items():
         print(f"| {name} | {row['steps_per_sec']:.0f} | {row['ratio']:.2f}x |")
     print(f"\ndiagnostics on / off: {on['ratio'] / off['ratio']:.2f}x")
+    print("(bare Lightning Trainer: the same model in a LightningModule with nothing else; Lightning's own floor)")
+
+
+def bench_compile(args: argparse.Namespace) -> None:
+    """Does torch.compile pay on this CPU? The plain loop eager against compiled, interleaved."""
+    dm = CharDataModule(source="file" if args.data else "names_first", path=args.data).prepare()
+    start = time.perf_counter()
+    plain_loop(dm, WARMUP + 1, args.norm, 42, compiled=True)
+    print(f"## torch.compile: first compile and warm-up took {time.perf_counter() - start:.0f} s")
+    table = compare({
+        "eager": lambda: plain_loop(dm, args.steps, args.norm, 42)[0],
+        "torch.compile": lambda: plain_loop(dm, args.steps, args.norm, 42, compiled=True)[0],
+    }, args.rounds, baseline="eager")
+    print(f"\ncompiled / eager steps/s: {table['torch.compile']['ratio']:.2f}x")
 
 
 def bench_quality(args: argparse.Namespace) -> None:
@@ -175,7 +219,7 @@ def bench_sweep(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["throughput", "quality", "sweep"], nargs="?", default="throughput")
+    p.add_argument("what", choices=["throughput", "quality", "sweep", "compile"], nargs="?", default="throughput")
     p.add_argument("--data", help="a word file (default: the built-in names_first)")
     p.add_argument("--steps", type=int, default=5000, help="throughput: training steps per run (default 5000)")
     p.add_argument("--rounds", type=int, default=5, help="throughput: interleaved rounds (default 5)")
@@ -185,7 +229,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.steps <= WARMUP:
         p.error(f"--steps must exceed the {WARMUP} warm-up steps")
     torch.set_num_threads(1)
-    {"throughput": bench_throughput, "quality": bench_quality, "sweep": bench_sweep}[args.what](args)
+    {"throughput": bench_throughput, "quality": bench_quality, "sweep": bench_sweep, "compile": bench_compile}[
+        args.what
+    ](args)
 
 
 if __name__ == "__main__":
