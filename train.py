@@ -18,7 +18,11 @@ log = logging.getLogger("namegen")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
-    if HydraConfig.get().mode != RunMode.MULTIRUN:
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        fixed_dir = any(o.startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra)
+        if cfg.resume is True and not fixed_dir:  # a single run's folder is new each time: say which to continue
+            sys.exit("namegen: error: resume=true needs the run's folder in a single run; use resume=outputs/runs/<time>")
         try:
             result = train(cfg)
         except UserError as e:  # a user's mistake: one line that says how to fix it, no traceback

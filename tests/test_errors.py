@@ -80,6 +80,9 @@ def test_not_utf8(tmp_path):
     ("model.block_size=0", "block_size=0 must be a positive integer"),
     ("data.batch_size=0", "batch_size=0 must be a positive integer"),
     ("trainer.max_steps=0", "trainer.max_steps=0 must be a positive integer"),
+    ("threads=0", "threads=0 must be a positive integer"),
+    ("trainer.max_steps=50", "trainer.max_steps=50 is not a multiple of trainer.val_check_interval=20.*max_steps=60"),
+    ("optim.decay_factor=-1", "optim.decay_factor=-1 must be > 0"),
 ])
 def test_bad_numbers(tmp_path, override, message):
     with pytest.raises((ConfigError, DataError), match=message):
@@ -90,6 +93,11 @@ def test_bad_numbers(tmp_path, override, message):
 def run_train(*args, timeout=120):
     return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_bad_callback_argument_names_its_config_key(tmp_path):
+    with pytest.raises(ConfigError, match="callbacks.activations: .*every_n_steps"):
+        train(make_cfg(tmp_path, *FAST, "callbacks.activations.every_n_steps=0"))
 
 
 def test_a_user_mistake_is_one_line_and_a_failing_exit(tmp_path):
@@ -105,6 +113,28 @@ def test_unknown_choice_lists_the_valid_ones(tmp_path, group, choice):
     result = run_train(f"{group}={choice}", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 1 and f"Could not find '{group}/{choice}'" in result.stderr
     assert "Available options" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_resume_true_in_a_single_run_asks_for_the_folder(tmp_path):
+    # run from tmp_path: the new timestamped folder Hydra makes lands there, not in the repo
+    result = subprocess.run([sys.executable, str(REPO / "train.py"), "resume=true"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "use resume=outputs/runs/<time>" in result.stderr
+    assert not list(tmp_path.glob("outputs/runs/*/checkpoints"))
+
+
+def test_resume_with_another_model_is_refused(trained_run, tmp_path):
+    import shutil
+
+    shutil.copytree(trained_run / "checkpoints", tmp_path / "checkpoints")
+    with pytest.raises(ConfigError, match="model.depth=5, not 3"):
+        train(make_cfg(tmp_path, "resume=true", "model.depth=3", "callbacks=minimal", *FAST))
+
+
+def test_report_on_a_missing_folder(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "namegen.cli", "report", str(tmp_path / "nope")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "no such sweep folder" in result.stderr and "Traceback" not in result.stderr
 
 
 # -- divergence ------------------------------------------------------------------------

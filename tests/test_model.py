@@ -39,6 +39,14 @@ def test_kaiming_scales_by_gain_over_sqrt_fan_in():
     assert torch.allclose(bn.head_norm.weight, torch.full((27,), 0.1))
 
 
+def test_kaiming_gain_follows_the_activation():
+    torch.manual_seed(0)
+    tanh = initialize(MLP(MLPConfig(norm="none", n_hidden=400, depth=2)), "kaiming")
+    relu = initialize(MLP(MLPConfig(norm="none", n_hidden=400, depth=2, activation="relu")), "kaiming")
+    assert tanh.hidden[1].linear.weight.std().item() == pytest.approx(5 / 3 / 20, rel=0.02)
+    assert relu.hidden[1].linear.weight.std().item() == pytest.approx(math.sqrt(2) / 20, rel=0.02)
+
+
 def test_naive_is_unit_normal():
     torch.manual_seed(0)
     model = initialize(MLP(MLPConfig(norm="none", n_hidden=400)), "naive")

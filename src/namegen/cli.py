@@ -7,7 +7,8 @@ import sys
 
 from pathlib import Path
 
-from namegen.checkpoint import BEST, CHECKPOINT_DIR, CheckpointError, load_checkpoint
+from namegen.checkpoint import BEST, CHECKPOINT_DIR, load_checkpoint
+from namegen.errors import UserError
 from namegen.sample import sample_names
 
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.func(args)
-    except CheckpointError as e:
+    except UserError as e:
         print(f"namegen: error: {e}", file=sys.stderr)
         return 2
     return 0

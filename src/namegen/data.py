@@ -139,7 +139,8 @@ def split_words(words: list[str], seed: int) -> tuple[list[str], list[str], list
     splits = words[:n1], words[n1:n2], words[n2:]
     if not all(splits):
         raise DataError(
-            f"{len(words)} words are too few for a train/val/test split (need at least 10); use a larger corpus"
+            f"{len(words)} words are too few for a train/val/test split (each part needs at least one word); "
+            "use a larger corpus"
         )
     return splits
 

@@ -112,13 +112,13 @@ class MLP(nn.Module):
 
 
 @torch.no_grad()
-def initialize(model: MLP, scheme: str, gain: float = 5 / 3, output_scale: float = 0.1) -> MLP:
+def initialize(model: MLP, scheme: str, gain: float | None = None, output_scale: float = 0.1) -> MLP:
     """Set the weights by `scheme`.
 
     naive:   embedding and every weight ~ N(0, 1), biases 0. Pre-activations have
              std ~ sqrt(fan_in): the tanh saturates and the logits are huge.
-    kaiming: weights ~ N(0, 1) * gain / sqrt(fan_in) (gain 5/3 offsets tanh's
-             squashing), biases 0; the output layer gets gain 1 and is shrunk by
+    kaiming: weights ~ N(0, 1) * gain / sqrt(fan_in), biases 0; gain None takes the
+             activation's (5/3 offsets tanh's squashing, sqrt(2) relu's halving); the output layer gets gain 1 and is shrunk by
              `output_scale` so the first logits are near zero (with a norm on the
              logits, its gain is shrunk instead, since the norm would undo it).
     pytorch: leave PyTorch's default init (uniform +-1/sqrt(fan_in)), for reference.
@@ -127,6 +127,8 @@ def initialize(model: MLP, scheme: str, gain: float = 5 / 3, output_scale: float
         raise ConfigError(f"unknown init {scheme!r}; choose one of {', '.join(INITS)}")
     if scheme == "pytorch":
         return model
+    if gain is None:
+        gain = nn.init.calculate_gain(model.cfg.activation)
     nn.init.normal_(model.wte.weight)
     linears = [b.linear for b in model.hidden] + [model.head]
     for layer in linears:

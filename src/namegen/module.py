@@ -49,7 +49,7 @@ class NameGen(L.LightningModule):
         vocab: list[str],
         optimizer: OptimizerFactory = lambda params: torch.optim.SGD(params, lr=0.1),
         init: str = "kaiming",
-        gain: float = 5 / 3,
+        gain: float | None = None,
         output_scale: float = 0.1,
         decay_at: float = 0.75,
         decay_factor: float = 0.1,

@@ -14,6 +14,7 @@ import numpy as np
 
 from namegen import plots
 from namegen.checkpoint import load_checkpoint
+from namegen.errors import UserError
 from namegen.events import Scalars, histogram_density, layer_saturation, load
 from namegen.sample import sample_names
 from namegen.sweep import write_summary
@@ -89,7 +90,9 @@ def lesson_plots(acc, scalars: Scalars, name: str) -> dict[str, object]:
         ratio = scalars.get(f"grad_data_ratio/{param}", [(0, np.nan)])[0][1]
         return f"{param}: grad:data {ratio:.2e}"
 
-    updates = {t.split("/", 1)[1]: v for t, v in scalars.items() if t.startswith("update_ratio/") and t.endswith("weight")}
+    # the weight matrices, as the TensorBoard figure shows them: not biases, not norm gains
+    matrices = {t.split("/", 1)[1] for t in weights}
+    updates = {t.split("/", 1)[1]: v for t, v in scalars.items() if t.startswith("update_ratio/") and t.split("/", 1)[1] in matrices}
     return {
         "activations": plots.distributions(f"{name}: activation distribution at step 0", "tanh output",
                                            curves(layers, act_label)),
@@ -110,11 +113,13 @@ def report(sweep_dir: str | Path, out_dir: str | Path | None = None, n_samples: 
     """Render the report; returns the path of report.md."""
     sweep = Path(sweep_dir)
     if not sweep.is_dir():
-        raise FileNotFoundError(f"no such sweep folder: {str(sweep)!r}")
+        raise UserError(f"no such sweep folder: {str(sweep)!r}; give the folder a multirun wrote (outputs/sweeps/<time>)")
     out = Path(out_dir) if out_dir is not None else sweep / "report"
     out.mkdir(parents=True, exist_ok=True)
     table = write_summary(sweep)
     run_dirs = [d for d in sorted(sweep.iterdir()) if d.is_dir() and list(d.glob("events.out.tfevents.*"))]
+    if not run_dirs:
+        raise UserError(f"{sweep} holds no run folders with event files; give a sweep folder (outputs/sweeps/<time>)")
     accs = {d.name: load(d, histograms=True) for d in run_dirs}
     scalars = {name: scalars_of(acc) for name, acc in accs.items()}
 

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from namegen.errors import ConfigError, UserError
 from namegen.checkpoint import CHECKPOINT_DIR, LAST, read_checkpoint
+from namegen.module import CHECKPOINT_KEY
 from namegen.events import mean_saturation, read_scalars
 from namegen.model import MLPConfig
 from namegen.module import DivergedError, NameGen
@@ -33,23 +34,43 @@ def validate(cfg: DictConfig) -> None:
     lr = cfg.optim.optimizer.get("lr")
     if lr is not None and not lr > 0:
         raise ConfigError(f"optim.optimizer.lr={lr!r} must be > 0; makemore uses optim.optimizer.lr=0.1")
-    for key in ("trainer.max_steps", "trainer.val_check_interval", "log_every_n_steps"):
+    for key in ("trainer.max_steps", "trainer.val_check_interval", "log_every_n_steps", "threads"):
         value = OmegaConf.select(cfg, key)
+        if key == "threads" and value is None:
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"{key}={value!r} must be a positive integer; set {key} >= 1")
+    steps, every = cfg.trainer.max_steps, cfg.trainer.val_check_interval
+    if steps % every != 0:
+        # batches never run out, so Lightning validates (and checkpoints) only every `every` steps:
+        # the steps after the last multiple would go unvalidated and unsaved
+        raise ConfigError(
+            f"trainer.max_steps={steps} is not a multiple of trainer.val_check_interval={every}, so the last "
+            f"{steps % every} steps would never be validated or saved; set trainer.max_steps={steps - steps % every + every}"
+        )
+    if not cfg.optim.decay_factor > 0:
+        raise ConfigError(f"optim.decay_factor={cfg.optim.decay_factor!r} must be > 0 (makemore uses 0.1)")
     MLPConfig(**OmegaConf.to_container(cfg.model, resolve=True))  # the model's own checks, before data is read
-    if cfg.resume not in (True, False) and not Path(str(cfg.resume)).is_dir():
+    if not isinstance(cfg.resume, bool) and not Path(str(cfg.resume)).is_dir():
         raise ConfigError(f"resume={cfg.resume!r}: no such run folder; give resume=true or an existing run folder")
+
+
+def build_node(node: DictConfig, key: str) -> Any:
+    """instantiate(node), with a bad argument reported as one line naming the config key."""
+    try:
+        return instantiate(node)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, UserError):  # Hydra wraps it; the user needs our message, not the wrapper's
+            raise cause from None
+        if isinstance(cause, ValueError):  # an argument check (the callbacks' own) refused a value
+            raise ConfigError(f"{key}: {cause}") from None
+        raise
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, NameGen, L.Trainer]:
     """The datamodule, the LightningModule and the Trainer a config describes."""
-    try:
-        datamodule = instantiate(cfg.data).prepare()
-    except InstantiationException as e:
-        if isinstance(e.__cause__, UserError):  # Hydra wraps it; the user needs our message, not the wrapper's
-            raise e.__cause__ from None
-        raise
+    datamodule = build_node(cfg.data, "data").prepare()
     model_cfg = MLPConfig(vocab_size=len(datamodule.vocab), **OmegaConf.to_container(cfg.model, resolve=True))
     module = NameGen(
         model_cfg,
@@ -62,8 +83,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, NameGen, L.Trainer]:
         decay_factor=cfg.optim.decay_factor,
         log_every_n_steps=cfg.log_every_n_steps,
     )
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    logger = instantiate(cfg.logger) if cfg.get("logger") is not None else False
+    callbacks = [build_node(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
+    logger = build_node(cfg.logger, "logger") if cfg.get("logger") is not None else False
     trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=cfg.run_dir, log_every_n_steps=cfg.log_every_n_steps
     )
@@ -90,17 +111,26 @@ def hparams(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
-    """last.ckpt of the run folder when resuming (resume=true, or resume=<that folder>)."""
+def resume_from(cfg: DictConfig, run_dir: Path) -> tuple[str | None, int]:
+    """(last.ckpt of the run folder, its step) when resuming (resume=true, or resume=<that folder>); else (None, 0)."""
     if cfg.resume is False:
-        return None
+        return None, 0
     last = run_dir / CHECKPOINT_DIR / LAST
     if not last.is_file():
-        log.info("resume=true but %s does not exist yet: starting from step 0", last)
-        return None
-    read_checkpoint(last)  # refuses anything but a namegen checkpoint, weights-only
-    log.info("resuming from %s", last)
-    return str(last)
+        # killed before its first checkpoint: there is nothing to continue, so the run starts over
+        log.warning("resume: %s does not exist yet, starting from step 0", last)
+        return None, 0
+    ckpt = read_checkpoint(last)  # weights-only; refuses anything but namegen's
+    saved = ckpt[CHECKPOINT_KEY]["model"]
+    wanted = OmegaConf.to_container(cfg.model, resolve=True)
+    differ = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
+    if differ:
+        raise ConfigError(
+            f"resume: {last} was trained with a different model ({', '.join(f'model.{k}={a!r}, not {b!r}' for k, (a, b) in differ.items())}); "
+            "resume with the same model overrides"
+        )
+    log.info("resuming from %s at step %d", last, ckpt["global_step"])
+    return str(last), ckpt["global_step"]
 
 
 def write_result(run_dir: Path, result: dict[str, Any]) -> None:
@@ -124,9 +154,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule, module, trainer = build(cfg)
 
     result: dict[str, Any] = {"status": "ok", "error": None, "pid": os.getpid(), "started_at": time.time()}
+    ckpt_path, start_step = resume_from(cfg, run_dir)
     start = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg, run_dir), weights_only=True)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except DivergedError as e:
         log.error("run diverged: %s", e)
         result.update(status="diverged", error=str(e).splitlines()[0])
@@ -138,7 +169,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     result.update(
         steps=trainer.global_step,
         fit_seconds=fit_seconds,
-        steps_per_sec=trainer.global_step / fit_seconds if fit_seconds > 0 else None,
+        steps_per_sec=(trainer.global_step - start_step) / fit_seconds if fit_seconds > 0 else None,
         init_loss=module.init_loss,
         uniform_loss=math.log(len(module.vocab)),
         train_loss=metrics.get("loss"),
