@@ -34,6 +34,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
             print(name)
         return
     # A sweep folder: every run side by side, same seed, one column per run labelled by its folder.
+    untrained = [p.name for p in Path(args.path).iterdir() if p.is_dir() and p not in runs and (p / ".hydra").is_dir()]
+    if untrained:
+        print(f"namegen: skipping runs without checkpoints/{BEST}: {', '.join(sorted(untrained))}", file=sys.stderr)
     columns = []
     for run in runs:
         loaded = load_checkpoint(run)

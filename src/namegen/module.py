@@ -75,7 +75,11 @@ class NameGen(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = loss_fn(self.model, batch)
         # Checked every step so a divergence is caught at the step it happens (one scalar sync: cheap on CPU).
-        if not torch.isfinite(loss):
+        diverged = not torch.isfinite(loss)
+        if self.trainer.world_size > 1:
+            # every process must stop together: the report's forward pass syncs BatchNorm across them
+            diverged = self.trainer.strategy.reduce_boolean_decision(diverged, all=False)
+        if diverged:
             raise DivergedError(self.global_step, loss.item(), format_layer_stats(layer_stats(self.model, batch[0])))
         # Logging every step costs more than the step itself on this small net; log on logging steps only.
         if self.global_step % self.log_every_n_steps == 0:

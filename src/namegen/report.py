@@ -55,7 +55,8 @@ def saturation_bars(runs: dict[str, Scalars]):
         for i, (name, scalars) in enumerate(runs.items()):
             values = layer_saturation(scalars, at)
             ax.bar(np.arange(len(values)) + i * width, [100 * v for v in values], width, label=name)
-        ax.set(title=f"saturated tanh units (|t| > 0.97), {title}", xlabel="hidden layer", ylabel="% of units")
+        ax.set(title=f"saturated units (tanh: |t| > 0.97; relu: t <= 0), {title}", xlabel="hidden layer",
+               ylabel="% of units")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -94,7 +95,7 @@ def lesson_plots(acc, scalars: Scalars, name: str) -> dict[str, object]:
     matrices = {t.split("/", 1)[1] for t in weights}
     updates = {t.split("/", 1)[1]: v for t, v in scalars.items() if t.startswith("update_ratio/") and t.split("/", 1)[1] in matrices}
     return {
-        "activations": plots.distributions(f"{name}: activation distribution at step 0", "tanh output",
+        "activations": plots.distributions(f"{name}: activation distribution at step 0", "activation output",
                                            curves(layers, act_label)),
         "activation_grads": plots.distributions(f"{name}: activation gradient distribution at step 0", "gradient",
                                                 curves(grads, grad_label)),

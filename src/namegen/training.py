@@ -194,7 +194,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "hparams/test_loss": result.get("test_loss"),
         }
         tb.log_hyperparams(hparams(cfg), {k: v for k, v in hp_metrics.items() if v is not None})
-        tb.finalize("success")  # flushes the events and writes hparams.yaml
+        tb.finalize("success" if result["status"] == "ok" else "failed")  # flushes events, writes hparams.yaml
     if trainer.is_global_zero:
         result["finished_at"] = time.time()
         write_result(run_dir, result)
