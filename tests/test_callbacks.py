@@ -259,19 +259,8 @@ def names(names_txt) -> CharDataModule:
 def step0_saturation(names: CharDataModule, tmp_path: Path, init: str, norm: str) -> list[float]:
     L.seed_everything(42, verbose=False)
     module = NameGen(MLPConfig(vocab_size=len(names.vocab), norm=norm), names.vocab.to_list(), init=init)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=1,
-        logger=TensorBoardLogger(save_dir=tmp_path, name="", version=""),
-        callbacks=[ActivationStats(every_n_steps=1000, histogram_every_n_steps=None)],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        val_check_interval=1000,
-        check_val_every_n_epoch=None,
-    )
-    trainer.fit(module, datamodule=names)
+    stats = ActivationStats(every_n_steps=1000, histogram_every_n_steps=None)
+    fit(module, [stats], log_dir=tmp_path, train=names.train_dataloader(), val=names.val_dataloader())
     acc = events(tmp_path)
     return [scalars(acc, f"act/layer_{i:02d}/saturation")[0] for i in range(module.model.cfg.depth)]
 
