@@ -28,8 +28,9 @@ def test_same_seed_same_names_other_seed_other_names(trained_run):
 
 def test_console_script_is_installed(trained_run):
     import shutil
+    from pathlib import Path
 
-    exe = shutil.which("namegen") or str(__import__("pathlib").Path(sys.executable).with_name("namegen"))
+    exe = shutil.which("namegen") or str(Path(sys.executable).with_name("namegen"))
     result = subprocess.run([exe, "sample", str(trained_run), "-n", "3"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and len(result.stdout.split()) == 3, result.stderr
 

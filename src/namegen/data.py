@@ -13,6 +13,7 @@ import logging
 import random
 import unicodedata
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator
 
@@ -54,9 +55,12 @@ class Vocab:
     def __len__(self) -> int:
         return len(self.chars)
 
+    @cached_property
+    def stoi(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.chars)}
+
     def encode(self, word: str) -> list[int]:
-        stoi = {c: i for i, c in enumerate(self.chars)}
-        return [stoi[c] for c in word]
+        return [self.stoi[c] for c in word]
 
     def decode(self, ids: list[int]) -> str:
         return "".join(self.chars[i] for i in ids)
@@ -147,7 +151,7 @@ def split_words(words: list[str], seed: int) -> tuple[list[str], list[str], list
 
 def build_examples(words: list[str], vocab: Vocab, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """X: (N, block_size) context ids, Y: (N,) next id, one row per character and end of each word."""
-    stoi = {c: i for i, c in enumerate(vocab.chars)}
+    stoi = vocab.stoi
     xs, ys = [], []
     for w in words:
         context = [0] * block_size

@@ -25,10 +25,14 @@ def load(run_dir: str | Path, histograms: bool = False) -> EventAccumulator:
     return acc
 
 
-def read_scalars(run_dir: str | Path) -> Scalars:
-    """tag -> [(step, value)] in step order."""
-    acc = load(run_dir)
+def scalars_of(acc: EventAccumulator) -> Scalars:
+    """tag -> [(step, value)] in step order, of loaded event files."""
     return {tag: sorted((e.step, e.value) for e in acc.Scalars(tag)) for tag in acc.Tags()["scalars"]}
+
+
+def read_scalars(run_dir: str | Path) -> Scalars:
+    """tag -> [(step, value)] in step order, of a run folder."""
+    return scalars_of(load(run_dir))
 
 
 def layer_saturation(scalars: Scalars, at: str) -> list[float]:

@@ -15,9 +15,9 @@ import numpy as np
 from namegen import plots
 from namegen.checkpoint import load_checkpoint
 from namegen.errors import UserError
-from namegen.events import Scalars, histogram_density, layer_saturation, load
+from namegen.events import Scalars, histogram_density, layer_saturation, load, scalars_of
 from namegen.sample import sample_names
-from namegen.sweep import write_summary
+from namegen.sweep import markdown_table, write_summary
 
 LAYER_TAG = re.compile(r"^(act|grad)/layer_(\d+)$")
 
@@ -25,10 +25,6 @@ LAYER_TAG = re.compile(r"^(act|grad)/layer_(\d+)$")
 def slug(name: str) -> str:
     """A run name as a file-name-safe, link-safe string: init=naive,norm=none -> init-naive_norm-none."""
     return re.sub(r"[^A-Za-z0-9._-]", "", name.replace("=", "-").replace(",", "_"))
-
-
-def scalars_of(acc) -> Scalars:
-    return {tag: sorted((e.step, e.value) for e in acc.Scalars(tag)) for tag in acc.Tags()["scalars"]}
 
 
 def loss_curves(runs: dict[str, Scalars]):
@@ -103,11 +99,6 @@ def lesson_plots(acc, scalars: Scalars, name: str) -> dict[str, object]:
                                             curves([(i, t) for i, t in enumerate(weights)], weight_label)),
         "update_ratios": plots.update_ratios(updates),
     }
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
 
 
 def report(sweep_dir: str | Path, out_dir: str | Path | None = None, n_samples: int = 8, seed: int = 0) -> Path:

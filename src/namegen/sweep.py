@@ -78,18 +78,21 @@ def _cell(fmt: str, value: Any) -> str:
     return "" if value is None else fmt.format(value)
 
 
-def write_summary(sweep_dir: Path) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]) + "\n"
+
+
+def write_summary(sweep_dir: Path, runs: list[tuple[str, dict[str, Any]]] | None = None) -> str:
     """Write summary.md and summary.csv into the sweep folder; return the Markdown table."""
-    runs = collect(sweep_dir)
+    runs = collect(sweep_dir) if runs is None else runs
     header = ["run"] + [c for c, _, _ in COLUMNS]
     rows = [[name] + [_cell(fmt, r.get(key)) for _, key, fmt in COLUMNS] for name, r in runs]
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["run"] + [key for _, key, _ in COLUMNS])
         writer.writerows([name] + [r.get(key) for _, key, _ in COLUMNS] for name, r in runs)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    table = "\n".join(lines) + "\n"
+    table = markdown_table(header, rows)
     (sweep_dir / "summary.md").write_text(f"# Sweep summary: {sweep_dir}\n\n{table}")
     return table
 
@@ -109,8 +112,9 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ.pop(SWEPT_KEYS_ENV, None)
         sweep_dir = Path(config.hydra.sweep.dir)
-        table = write_summary(sweep_dir)
+        runs = collect(sweep_dir)
+        table = write_summary(sweep_dir, runs)
         print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n{table}", flush=True)
-        failed = [name for name, r in collect(sweep_dir) if r.get("status") == "failed"]
+        failed = [name for name, r in runs if r.get("status") == "failed"]
         if failed:
             sys.exit(f"namegen: {len(failed)} job(s) failed: {', '.join(failed)}")

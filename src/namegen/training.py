@@ -17,12 +17,11 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from namegen.errors import ConfigError, UserError
 from namegen.checkpoint import CHECKPOINT_DIR, LAST, read_checkpoint
-from namegen.module import CHECKPOINT_KEY
+from namegen.errors import ConfigError, UserError
 from namegen.events import mean_saturation, read_scalars
 from namegen.model import MLPConfig
-from namegen.module import DivergedError, NameGen
+from namegen.module import CHECKPOINT_KEY, DivergedError, NameGen
 
 log = logging.getLogger(__name__)
 
