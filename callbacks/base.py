@@ -172,11 +172,20 @@ Chart = list  # ["Multiline", [tag regex, ...]], as SummaryWriter.add_custom_sca
 class DiagnosticCallback(TensorBoardCallback):
     """The step lifecycle of a diagnostic that writes every `every_n_steps` optimizer steps, step 0 included.
 
-    On a logging step (and only then, after one modulo check) `start_step` runs
-    in `on_train_batch_start`, `before_update` in `on_before_optimizer_step`
-    (gradients final, weights not yet changed) and `end_step` in
-    `on_train_batch_end` (after the update); then `release` drops every hook and
-    tensor. Subclasses override those four; all but `start_step` run under `torch.no_grad()`.
+    On a logging step (and only then, after one modulo check in `on_train_batch_start`):
+    `start_step` runs before the step's forward pass; `before_update` once its
+    gradients are final and the weights not yet changed; `end_step` right after the
+    optimizer's update; then `release` drops every hook and tensor. Subclasses
+    override those four; all but `start_step` run under `torch.no_grad()`.
+
+    The update is seen through the torch optimizer's own step hooks, registered for
+    the logging step only: `end_step` runs in its post-step hook. `before_update` runs
+    in its pre-step hook when the optimizer is stepped without a closure (a module
+    that steps it itself, as namegen's does), else in Lightning's
+    `on_before_optimizer_step`, which follows the closure's backward. Either way it
+    sees exactly one step, also when a module takes several optimizer steps per
+    batch (`pl_module.steps_per_batch`, as namegen's `NameGen` does): the logging
+    step must then begin a batch, so `every_n_steps` must be a multiple of it.
     Validation and the sanity check run outside that window, so they never reach the statistics.
 
     `charts` are the diagnostic's TensorBoard custom-scalars charts (category -> title -> chart).
@@ -200,10 +209,19 @@ class DiagnosticCallback(TensorBoardCallback):
         self.histogram_every_n_steps = histogram_every_n_steps
         self._step: int | None = None  # the logging step in progress
         self._last_step: int | None = None
+        self._updating = False  # before_update has run for self._step
+        self._context: tuple[L.Trainer, L.LightningModule] | None = None  # for the optimizer's hooks
+        self._optimizer_hooks: list[RemovableHandle] = []
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._step = self._last_step = None
+        k = getattr(pl_module, "steps_per_batch", 1)
+        if stage == "fit" and self.every_n_steps % k:
+            raise ValueError(
+                f"{type(self).__name__}: every_n_steps={self.every_n_steps} is not a multiple of the module's "
+                f"steps_per_batch={k}, so its logging steps would fall inside a batch; make it a multiple of {k}"
+            )
 
     def histograms_due(self, step: int) -> bool:
         return self.histogram_every_n_steps is not None and step % self.histogram_every_n_steps == 0
@@ -246,37 +264,64 @@ class DiagnosticCallback(TensorBoardCallback):
         if self._logger is None or not trainer.is_global_zero:
             return
         self._step = self._last_step = step
+        self._updating = False
+        self._context = (trainer, pl_module)
         self.start_step(trainer, pl_module, step)
+        for optimizer in trainer.optimizers:
+            self._optimizer_hooks.append(optimizer.register_step_pre_hook(self._on_optimizer_pre_step))
+            self._optimizer_hooks.append(optimizer.register_step_post_hook(self._on_optimizer_post_step))
+
+    def _on_optimizer_pre_step(self, optimizer: Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        # args[0] is the optimizer; a closure (the next argument) would run the backward after this hook
+        if len(args) < 2 and kwargs.get("closure") is None:
+            self._before_update()
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Optimizer) -> None:
-        if self._step is not None:
+        self._before_update()
+
+    def _before_update(self) -> None:
+        if self._step is None or self._updating:
+            return
+        self._updating = True
+        with torch.no_grad():
+            self.before_update(*self._context, self._step)
+
+    def _on_optimizer_post_step(self, optimizer: Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self._step is None:
+            return  # a later step of the batch: this hook goes at the batch's end
+        try:
             with torch.no_grad():
-                self.before_update(trainer, pl_module, self._step)
+                self.end_step(*self._context, self._step)
+        finally:
+            self._end_step()
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        # global_step still equal to the logging step means the optimizer has not stepped yet (accumulation)
-        if self._step is None or trainer.global_step == self._step:
-            return
-        try:
-            with torch.no_grad():
-                self.end_step(trainer, pl_module, self._step)
-        finally:
-            self._step = None
-            self.release()
+        if self._step is None:  # torch forbids removing an optimizer hook from inside one, so it goes here
+            self._remove_optimizer_hooks()
+
+    def _end_step(self) -> None:
+        self._step, self._context = None, None
+        self.release()
+
+    def _remove_optimizer_hooks(self) -> None:
+        for handle in self._optimizer_hooks:
+            handle.remove()
+        self._optimizer_hooks.clear()
+
+    def _finish(self) -> None:
+        self._remove_optimizer_hooks()
+        self._end_step()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._step = None
-        self.release()
+        self._finish()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._step = None
-        self.release()
+        self._finish()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._step = None
-        self.release()
+        self._finish()
 
 
 class RecordingCallback(DiagnosticCallback):

@@ -27,8 +27,8 @@ class GradientStats(RecordingCallback):
     Histograms (every `histogram_every_n_steps`, a multiple of `every_n_steps`; None for none):
         grad/layer_{i:02d}, weight_grad/{name}
 
-    Weight gradients are read in `on_before_optimizer_step`: after backward (and
-    gradient accumulation), before clipping and the update, so the ratio compares the
+    Weight gradients are read just before the optimizer's update (see `DiagnosticCallback`):
+    after backward (and gradient accumulation), before clipping and the update, so the ratio compares the
     gradient with the weights it was computed at.
 
     Example::

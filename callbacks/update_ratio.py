@@ -15,8 +15,8 @@ class UpdateRatio(DiagnosticCallback):
     """Writes `update_ratio/{name}` = log10(std(update) / std(param)) for every parameter of `pl_module.model`.
 
     The update is the parameter's actual change across the optimizer step of a
-    logging step (snapshot in `on_before_optimizer_step`, difference in
-    `on_train_batch_end`), so it is right for any optimizer: SGD's lr * grad,
+    logging step (snapshot just before the update, difference right after it, see
+    `DiagnosticCallback`), so it is right for any optimizer: SGD's lr * grad,
     Adam's normalized step, momentum, weight decay, clipping. Around -3 is
     healthy (makemore part 3); far above, the learning rate is too high, far below, too low.
     A parameter whose values are all equal (a zero-initialized bias, a norm's unit

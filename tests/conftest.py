@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 NAMES_TXT = Path(os.environ.get("NAMEGEN_NAMES_TXT", REPO.parent / "shared" / "data" / "names.txt"))
 
 # Few steps, no sanity pass: fast end-to-end runs for tests.
-FAST = ["trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.num_sanity_val_steps=0",
+FAST = ["trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.num_sanity_val_steps=0", "steps_per_batch=10",
         "log_every_n_steps=10"]
 
 

@@ -23,10 +23,10 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 from torch.utils.data import DataLoader
 
-from callbacks import ActivationStats, DiagnosticFigures, GradientStats, UpdateRatio
+from callbacks import ActivationStats, DiagnosticFigures, GradientStats, StepProgressBar, UpdateRatio
 from namegen.data import CharDataModule
 from namegen.model import MLPConfig
-from namegen.module import NameGen
+from namegen.module import NameGen, loss_fn
 
 VOCAB = list(".abcd")
 X = torch.tensor([[0, 0], [0, 1], [1, 2], [2, 3], [3, 4], [4, 0], [1, 1], [2, 2]])
@@ -40,7 +40,7 @@ FIGURE_TAGS = [f"figures/{name}" for name in FIGURES]
 # helpers
 
 
-def tiny_module(norm="none", activation="tanh", depth=2, optimizer=None, seed=0) -> NameGen:
+def tiny_module(norm="none", activation="tanh", depth=2, optimizer=None, seed=0, steps_per_batch=1) -> NameGen:
     """namegen's MLP at toy size, naive init, with unit 0 of layer 0 pushed into the flat region for every example."""
     torch.manual_seed(seed)
     cfg = MLPConfig(vocab_size=5, block_size=2, n_embd=3, n_hidden=4, depth=depth, norm=norm, activation=activation)
@@ -51,6 +51,7 @@ def tiny_module(norm="none", activation="tanh", depth=2, optimizer=None, seed=0)
         init="naive",
         decay_at=1.0,  # full learning rate for the whole (tiny) run
         log_every_n_steps=1,
+        steps_per_batch=steps_per_batch,
     )
     block = module.model.hidden[0]
     shift = block.linear.bias if block.linear.bias is not None else block.norm.bias
@@ -59,8 +60,29 @@ def tiny_module(norm="none", activation="tanh", depth=2, optimizer=None, seed=0)
     return module
 
 
-def batches(n: int, x=X, y=Y) -> DataLoader:
+def batches(n: int, x=X, y=Y, k=1) -> DataLoader:
+    """n training batches for NameGen: each holds k copies of the minibatch (x, y), one per optimizer step."""
+    return DataLoader([(x.expand(k, *x.shape), y.expand(k, *y.shape))] * n, batch_size=None)
+
+
+def minibatches(n: int, x=X, y=Y) -> DataLoader:
+    """n plain (x, y) batches: for validation and for `AutoModule`."""
     return DataLoader([(x, y)] * n, batch_size=None)  # batch_size=None: each item is already a batch
+
+
+class AutoModule(L.LightningModule):
+    """A NameGen's model under Lightning's automatic optimization: the optimizer is stepped with a closure
+    that runs the backward, and gradients can accumulate. The callbacks' other path."""
+
+    def __init__(self, module: NameGen, lr: float = 0.1):
+        super().__init__()
+        self.model, self.lr = module.model, lr
+
+    def training_step(self, batch, batch_idx):
+        return loss_fn(self.model, batch)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
 def fit(module, callbacks, log_dir=None, max_steps=1, logger=None, train=None, val=None, **trainer_kwargs) -> L.Trainer:
@@ -82,7 +104,9 @@ def fit(module, callbacks, log_dir=None, max_steps=1, logger=None, train=None, v
     )
     kwargs.update(trainer_kwargs)
     trainer = L.Trainer(**kwargs)
-    trainer.fit(module, train_dataloaders=train or batches(max_steps + 2), val_dataloaders=val or batches(1))
+    k = getattr(module, "steps_per_batch", None)
+    train = train or (batches(max_steps + 2, k=k) if k else minibatches(max_steps + 2))
+    trainer.fit(module, train_dataloaders=train, val_dataloaders=val or minibatches(1))
     return trainer
 
 
@@ -150,15 +174,25 @@ def close(a: float, b: float) -> bool:
 
 
 @pytest.mark.parametrize(
-    "norm,activation,depth",
-    [("none", "tanh", 2), ("layernorm", "relu", 3), ("batchnorm", "tanh", 1), ("none", "relu", 2)],
+    "norm,activation,depth,path",
+    [
+        ("none", "tanh", 2, "namegen"),
+        ("layernorm", "relu", 3, "namegen"),
+        ("batchnorm", "tanh", 1, "namegen"),
+        ("none", "relu", 2, "automatic"),
+        ("batchnorm", "tanh", 2, "3 steps per batch"),
+    ],
 )
-def test_statistics_match_a_manual_forward_backward_and_sgd_step(tmp_path, norm, activation, depth):
+def test_statistics_match_a_manual_forward_backward_and_sgd_step(tmp_path, norm, activation, depth, path):
+    """Step 0's statistics, whether the optimizer is stepped by NameGen (no closure), by Lightning
+    (with a closure), or three times per batch; the later two steps must not reach them."""
     lr = 0.1
-    module = tiny_module(norm, activation, depth)
+    k = 3 if path == "3 steps per batch" else 1
+    module = tiny_module(norm, activation, depth, steps_per_batch=k)
     before = parameters(module)
     p, preacts, acts = manual_pass(module, before)
-    fit(module, [ActivationStats(1, 1), GradientStats(1, 1), UpdateRatio(1)], tmp_path, max_steps=1)
+    callbacks = [ActivationStats(k, k), GradientStats(k, k), UpdateRatio(k)]
+    fit(AutoModule(module, lr) if path == "automatic" else module, callbacks, tmp_path, max_steps=k)
     acc = events(tmp_path)
 
     for i, (z, t) in enumerate(zip(preacts, acts)):
@@ -203,7 +237,8 @@ def test_statistics_match_a_manual_forward_backward_and_sgd_step(tmp_path, norm,
             assert name not in logged
             continue
         assert close(scalars(acc, f"update_ratio/{name}")[0], math.log10(ratio.item())), name
-        assert torch.allclose(module.model.get_parameter(name).detach(), old - lr * p[name].grad, atol=1e-6)
+        if k == 1:
+            assert torch.allclose(module.model.get_parameter(name).detach(), old - lr * p[name].grad, atol=1e-6)
     assert "hidden.0.linear.weight" in logged
 
 
@@ -237,7 +272,7 @@ def test_gradient_accumulation_logs_once_per_optimizer_step_from_its_first_batch
     _, _, acts = manual_pass(module, before)  # the first micro-batch (X, Y)
     train = DataLoader([(X, Y), (x2, y2)] * 4, batch_size=None)
     callbacks = [ActivationStats(1, None), UpdateRatio(1)]
-    fit(module, callbacks, tmp_path, max_steps=1, train=train, accumulate_grad_batches=2)
+    fit(AutoModule(module), callbacks, tmp_path, max_steps=1, train=train, accumulate_grad_batches=2)
     acc = events(tmp_path)
     std = scalars(acc, "act/layer_01/std")
     assert list(std) == [0] and close(std[0], acts[1].std().item())
@@ -278,13 +313,19 @@ def test_naive_init_saturates_the_tanh_and_kaiming_or_batchnorm_do_not(names, tm
 
 
 class HookCounter(L.Callback):
-    """Counts the forward hooks on the activations while the optimizer is about to step."""
+    """Counts the forward hooks on the activations each time the optimizer is about to step."""
 
     def __init__(self):
         self.counts: dict[int, int] = {}
 
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        self.counts[trainer.global_step] = sum(len(b.act._forward_hooks) for b in pl_module.model.hidden)
+    def on_train_start(self, trainer, pl_module):
+        def count(optimizer, args, kwargs):
+            self.counts[trainer.global_step] = sum(len(b.act._forward_hooks) for b in pl_module.model.hidden)
+
+        self.handle = trainer.optimizers[0].register_step_pre_hook(count)
+
+    def on_train_end(self, trainer, pl_module):
+        self.handle.remove()
 
 
 def all_hooks(module: torch.nn.Module) -> int:
@@ -298,12 +339,30 @@ def test_hooks_live_only_during_logging_steps(tmp_path):
     module = tiny_module(depth=3)
     counter = HookCounter()
     diagnostics = [ActivationStats(2, None), GradientStats(2, None), UpdateRatio(2), DiagnosticFigures(4)]
-    fit(module, diagnostics + [counter], tmp_path, max_steps=5)
+    trainer = fit(module, diagnostics + [counter], tmp_path, max_steps=5)
     # steps 0 and 4: activations + gradients + figures on each of 3 layers; step 2: no figures; odd steps: nothing
     assert counter.counts == {0: 9, 1: 0, 2: 6, 3: 0, 4: 9}
     assert all_hooks(module) == 0
     assert all(cb.recorder is None for cb in diagnostics if hasattr(cb, "recorder"))
     assert diagnostics[2]._before == {}
+    assert not trainer.optimizers[0]._optimizer_step_pre_hooks and not trainer.optimizers[0]._optimizer_step_post_hooks
+
+
+def test_hooks_with_several_steps_per_batch_cover_only_the_logging_step(tmp_path):
+    module = tiny_module(depth=3, steps_per_batch=2)
+    counter = HookCounter()
+    diagnostics = [ActivationStats(2, None), GradientStats(2, None), UpdateRatio(2)]
+    trainer = fit(module, diagnostics + [counter], tmp_path, max_steps=6)
+    # each logging step begins a batch; the batch's second step runs without the diagnostics' hooks
+    assert counter.counts == {0: 6, 1: 0, 2: 6, 3: 0, 4: 6, 5: 0}
+    assert all_hooks(module) == 0
+    assert not trainer.optimizers[0]._optimizer_step_pre_hooks and not trainer.optimizers[0]._optimizer_step_post_hooks
+    assert list(scalars(events(tmp_path), "update_ratio/hidden.1.linear.weight")) == [0, 2, 4]
+
+
+def test_logging_steps_inside_a_batch_are_refused_at_setup(tmp_path):
+    with pytest.raises(ValueError, match=r"ActivationStats: every_n_steps=3 is not a multiple of .*steps_per_batch=2"):
+        fit(tiny_module(steps_per_batch=2), [ActivationStats(3, None)], tmp_path, max_steps=4)
 
 
 def test_validation_and_sanity_check_do_not_reach_the_statistics(tmp_path):
@@ -312,7 +371,7 @@ def test_validation_and_sanity_check_do_not_reach_the_statistics(tmp_path):
     runs = {}
     for name, kwargs in (
         ("quiet", {}),
-        ("validating", dict(num_sanity_val_steps=1, val_check_interval=1, val=batches(1, val_x, val_y))),
+        ("validating", dict(num_sanity_val_steps=1, val_check_interval=1, val=minibatches(1, val_x, val_y))),
     ):
         fit(tiny_module(norm="batchnorm"), [ActivationStats(1, None), GradientStats(1, None), UpdateRatio(1)],
             tmp_path / name, max_steps=3, **kwargs)
@@ -415,3 +474,9 @@ def test_bad_arguments_are_refused_with_the_value_and_the_range(make, match):
 def test_saturation_layer_out_of_range_is_refused_at_setup(tmp_path):
     with pytest.raises(ValueError, match=r"saturation_layer=2 .* choose -2\.\.1"):
         fit(tiny_module(depth=2), [DiagnosticFigures(saturation_layer=2)], tmp_path)
+
+
+def test_progress_bar_counts_optimizer_steps(tmp_path):
+    bar = StepProgressBar(refresh_rate=2)
+    fit(tiny_module(steps_per_batch=2), [bar], tmp_path, max_steps=6, enable_progress_bar=True)
+    assert bar.train_progress_bar.n == 6 and bar.train_progress_bar.total == 6  # 3 batches of 2 steps

@@ -54,7 +54,24 @@ def test_batches_depend_only_on_the_step():
     x, y = torch.arange(100).view(50, 2), torch.arange(50)
     stream = iter(RandomBatches(x, y, batch_size=8, seed=3))
     first = [next(stream) for _ in range(5)]
+    assert first[0][0].shape == (1, 8, 2) and first[0][1].shape == (1, 8)  # (steps_per_batch, B, T), (steps_per_batch, B)
     resumed = next(iter(RandomBatches(x, y, batch_size=8, seed=3, start_step=lambda: 3)))
     assert torch.equal(resumed[0], first[3][0]) and torch.equal(resumed[1], first[3][1])
     assert not torch.equal(first[0][1], first[1][1])
-    assert torch.equal(first[2][0][:, 0] // 2, first[2][1])  # rows stay paired with their targets
+    assert torch.equal(first[2][0][..., 0] // 2, first[2][1])  # rows stay paired with their targets
+
+
+def test_steps_per_batch_changes_the_grouping_not_the_batches():
+    x, y = torch.arange(100).view(50, 2), torch.arange(50)
+    start = RandomBatches.BLOCK - 4  # the 7-step batches straddle a generator block
+    one = iter(RandomBatches(x, y, batch_size=8, seed=3, start_step=lambda: start))
+    singles = [next(one) for _ in range(14)]
+    seven = iter(RandomBatches(x, y, batch_size=8, seed=3, start_step=lambda: start, steps_per_batch=7))
+    for i in range(2):
+        xs, ys = next(seven)
+        assert xs.shape == (7, 8, 2) and ys.shape == (7, 8)
+        assert torch.equal(xs, torch.cat([s[0] for s in singles[7 * i : 7 * i + 7]]))
+        assert torch.equal(ys, torch.cat([s[1] for s in singles[7 * i : 7 * i + 7]]))
+    assert len({tuple(s[1].flatten().tolist()) for s in singles}) == 14  # 14 different batches
+
+

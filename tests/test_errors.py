@@ -83,6 +83,9 @@ def test_not_utf8(tmp_path):
     ("threads=0", "threads=0 must be a positive integer"),
     ("trainer.max_steps=50", "trainer.max_steps=50 is not a multiple of trainer.val_check_interval=20.*max_steps=60"),
     ("optim.decay_factor=-1", "optim.decay_factor=-1 must be > 0"),
+    ("steps_per_batch=0", "steps_per_batch=0 must be a positive integer"),
+    ("steps_per_batch=3", r"trainer.val_check_interval=20 is not a multiple of steps_per_batch=3.*such as 1"),
+    ("callbacks.gradients.every_n_steps=25", "callbacks.gradients.every_n_steps=25 is not a multiple of steps_per_batch=10"),
 ])
 def test_bad_numbers(tmp_path, override, message):
     with pytest.raises((ConfigError, DataError), match=message):
@@ -143,7 +146,7 @@ def test_report_on_a_missing_folder(tmp_path):
 def test_divergence_stops_at_the_step_keeps_logs_and_the_last_good_checkpoint(tmp_path):
     # lr x 1e30 from step 60 on: the loss is finite until then and explodes right after
     cfg = make_cfg(tmp_path, "callbacks=minimal", "trainer.max_steps=120", "trainer.val_check_interval=20",
-                   "optim.decay_at=0.5", "optim.decay_factor=1e30", "log_every_n_steps=10")
+                   "optim.decay_at=0.5", "optim.decay_factor=1e30", "log_every_n_steps=10", "steps_per_batch=10")
     result = train(cfg)
     assert result["status"] == "diverged"
     step = int(result["error"].split("at step ")[1])

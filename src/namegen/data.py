@@ -170,27 +170,52 @@ def build_examples(words: list[str], vocab: Vocab, block_size: int) -> tuple[tor
 class RandomBatches:
     """An endless stream of random minibatches from in-memory tensors, makemore's way.
 
-    The batch of step s is `X[ix], Y[ix]` with `ix ~ randint(N, (batch_size,))`
-    drawn from a generator seeded by (seed, rank, s): one tensor index per step, no
-    per-example Python, and the sampler state is just the step number. A run
-    resumed at step s therefore draws exactly the batches it would have drawn,
-    whatever Lightning prefetched before the interruption.
+    Each item holds `steps_per_batch` minibatches, one per optimizer step:
+    `X[ix], Y[ix]` of shapes (steps_per_batch, batch_size, block_size) and
+    (steps_per_batch, batch_size), with `ix ~ randint(N)` as in makemore. The
+    indices are drawn BLOCK steps at a time from a generator seeded by (seed,
+    rank, block), so the minibatch of step s is the same whatever
+    `steps_per_batch` is (it changes only the speed) and a run resumed at step s
+    draws exactly the batches it would have drawn, whatever Lightning
+    prefetched before the interruption.
     """
 
+    BLOCK = 1000  # steps of indices per generator seeding: seeding costs more than drawing
+
     def __init__(
-        self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, start_step=lambda: 0, rank: int = 0
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        start_step=lambda: 0,
+        rank: int = 0,
+        steps_per_batch: int = 1,
     ):
         self.x, self.y, self.batch_size, self.seed, self.rank = x, y, batch_size, seed, rank
         self.start_step = start_step  # called at each iter(): the trainer's global step on resume
+        self.steps_per_batch = steps_per_batch
+
+    def block(self, index: int) -> torch.Tensor:
+        """(BLOCK, batch_size) example indices of steps index*BLOCK ... (index+1)*BLOCK - 1."""
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + index) * 1_009 + self.rank)  # ranks differ
+        return torch.randint(0, len(self.y), (self.BLOCK, self.batch_size), generator=g)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n, b, g = len(self.y), self.batch_size, torch.Generator()
-        step = self.start_step()
+        step, k = self.start_step(), self.steps_per_batch
+        cached, indices = -1, torch.empty(0)
         while True:
-            g.manual_seed((self.seed * 1_000_003 + step) * 1_009 + self.rank)  # data-parallel ranks differ
-            ix = torch.randint(0, n, (b,), generator=g)
-            yield self.x[ix], self.y[ix]
-            step += 1
+            parts, s = [], step
+            while s < step + k:  # one slice of a block, or two when the batch straddles blocks
+                b, offset = divmod(s, self.BLOCK)
+                if b != cached:
+                    cached, indices = b, self.block(b)
+                take = min(step + k - s, self.BLOCK - offset)
+                parts.append(indices[offset : offset + take])
+                s += take
+            ix = parts[0] if len(parts) == 1 else torch.cat(parts)
+            yield self.x[ix], self.y[ix]  # (k, B, block_size), (k, B)
+            step += k
 
 
 class WholeSplit:
@@ -212,6 +237,8 @@ class CharDataModule(L.LightningDataModule):
     Example:
         >>> dm = CharDataModule(source="file", path="names.txt", block_size=3, batch_size=32, seed=42)
         >>> dm.setup("fit"); len(dm.vocab), dm.x["train"].shape  # (27, torch.Size([182625, 3]))
+
+    Training batches carry `steps_per_batch` minibatches each (see `RandomBatches`).
     """
 
     def __init__(
@@ -222,6 +249,7 @@ class CharDataModule(L.LightningDataModule):
         batch_size: int = 32,
         seed: int = 42,
         max_word_len: int = 50,
+        steps_per_batch: int = 1,
     ):
         super().__init__()
         if source not in SOURCES:
@@ -229,6 +257,9 @@ class CharDataModule(L.LightningDataModule):
         for name, value in (("block_size", block_size), ("batch_size", batch_size), ("max_word_len", max_word_len)):
             if not isinstance(value, int) or value < 1:
                 raise DataError(f"{name}={value!r} must be a positive integer; set data.{name} >= 1")
+        if not isinstance(steps_per_batch, int) or steps_per_batch < 1:
+            raise DataError(f"steps_per_batch={steps_per_batch!r} must be a positive integer; set steps_per_batch >= 1")
+        self.steps_per_batch = steps_per_batch
         self.source, self.path, self.block_size = source, path, block_size
         self.batch_size, self.seed, self.max_word_len = batch_size, seed, max_word_len
         self.vocab: Vocab | None = None
@@ -254,7 +285,9 @@ class CharDataModule(L.LightningDataModule):
             return self.trainer.global_step if self.trainer is not None else 0
 
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        return RandomBatches(self.x["train"], self.y["train"], self.batch_size, self.seed, start_step, rank)
+        return RandomBatches(
+            self.x["train"], self.y["train"], self.batch_size, self.seed, start_step, rank, self.steps_per_batch
+        )
 
     def val_dataloader(self) -> WholeSplit:
         return WholeSplit(self.x["val"], self.y["val"])

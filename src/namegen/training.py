@@ -33,7 +33,7 @@ def validate(cfg: DictConfig) -> None:
     lr = cfg.optim.optimizer.get("lr")
     if lr is not None and not lr > 0:
         raise ConfigError(f"optim.optimizer.lr={lr!r} must be > 0; makemore uses optim.optimizer.lr=0.1")
-    for key in ("trainer.max_steps", "trainer.val_check_interval", "log_every_n_steps", "threads"):
+    for key in ("trainer.max_steps", "trainer.val_check_interval", "log_every_n_steps", "steps_per_batch", "threads"):
         value = OmegaConf.select(cfg, key)
         if key == "threads" and value is None:
             continue
@@ -47,6 +47,18 @@ def validate(cfg: DictConfig) -> None:
             f"trainer.max_steps={steps} is not a multiple of trainer.val_check_interval={every}, so the last "
             f"{steps % every} steps would never be validated or saved; set trainer.max_steps={steps - steps % every + every}"
         )
+    # Lightning sees one batch per k steps: it validates, stops and starts a diagnostic's step only between batches
+    k = cfg.steps_per_batch
+    intervals = {"trainer.val_check_interval": every}  # max_steps is a multiple of it
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is not None and isinstance(node.get("every_n_steps"), int):
+            intervals[f"callbacks.{name}.every_n_steps"] = node.every_n_steps
+    for key, value in intervals.items():
+        if value % k != 0:
+            raise ConfigError(
+                f"{key}={value} is not a multiple of steps_per_batch={k}; set steps_per_batch to a divisor of it "
+                f"(such as {math.gcd(value, k)}) or {key}={value - value % k + k}"
+            )
     if not cfg.optim.decay_factor > 0:
         raise ConfigError(f"optim.decay_factor={cfg.optim.decay_factor!r} must be > 0 (makemore uses 0.1)")
     MLPConfig(**OmegaConf.to_container(cfg.model, resolve=True))  # the model's own checks, before data is read
@@ -54,10 +66,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"resume={cfg.resume!r}: no such run folder; give resume=true or an existing run folder")
 
 
-def build_node(node: DictConfig, key: str) -> Any:
-    """instantiate(node), with a bad argument reported as one line naming the config key."""
+def build_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """instantiate(node, **kwargs), with a bad argument reported as one line naming the config key."""
     try:
-        return instantiate(node)
+        return instantiate(node, **kwargs)
     except InstantiationException as e:
         cause = e.__cause__
         if isinstance(cause, UserError):  # Hydra wraps it; the user needs our message, not the wrapper's
@@ -69,7 +81,8 @@ def build_node(node: DictConfig, key: str) -> Any:
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, NameGen, L.Trainer]:
     """The datamodule, the LightningModule and the Trainer a config describes."""
-    datamodule = build_node(cfg.data, "data").prepare()
+    k = cfg.steps_per_batch
+    datamodule = build_node(cfg.data, "data", steps_per_batch=k).prepare()
     model_cfg = MLPConfig(vocab_size=len(datamodule.vocab), **OmegaConf.to_container(cfg.model, resolve=True))
     module = NameGen(
         model_cfg,
@@ -81,11 +94,17 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, NameGen, L.Trainer]:
         decay_at=cfg.optim.decay_at,
         decay_factor=cfg.optim.decay_factor,
         log_every_n_steps=cfg.log_every_n_steps,
+        steps_per_batch=k,
     )
     callbacks = [build_node(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
     logger = build_node(cfg.logger, "logger") if cfg.get("logger") is not None else False
     trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=cfg.run_dir, log_every_n_steps=cfg.log_every_n_steps
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=logger,
+        default_root_dir=cfg.run_dir,
+        val_check_interval=cfg.trainer.val_check_interval // k,  # Lightning counts batches of k steps
+        log_every_n_steps=max(1, cfg.log_every_n_steps // k),
     )
     return datamodule, module, trainer
 
@@ -177,8 +196,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     if result["status"] == "ok":
         best = ckpt.best_model_path if ckpt is not None else ""
-        test = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
-        result["test_loss"] = test[0].get("test/loss") if test else None
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
+        test_loss = trainer.callback_metrics.get("test/loss")
+        result["test_loss"] = float(test_loss) if test_loss is not None else None
 
     tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
     if tb is not None and trainer.is_global_zero:
