@@ -37,12 +37,17 @@ def test_submitit_local_launcher_completes_a_sweep(tmp_path):
     assert (sweep / ".submitit").is_dir()  # the jobs really went through submitit
 
 
-def test_ddp_on_two_cpu_processes_trains_and_checkpoints(tmp_path):
-    result = run_train("trainer=ddp", "norm=batchnorm", *FAST, f"hydra.run.dir={tmp_path}")
+def test_ddp_on_two_cpu_processes_trains_checkpoints_and_keeps_the_processes_in_step(tmp_path):
+    # FAST runs 10 optimizer steps per batch: each backward must still be all-reduced
+    probe = ["+callbacks.probe._target_=rank_probe.RankWeights"]  # tests/ is on the subprocess's PYTHONPATH
+    result = run_train("trainer=ddp", "norm=batchnorm", *FAST, *probe, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Starting with 2 processes" in result.stderr + result.stdout
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "ok"
+    ranks = json.loads((tmp_path / "rank_weights.json").read_text())
+    assert ranks["steps"] == 40 and len(ranks["sums"]) == 2
+    assert ranks["sums"][0] == ranks["sums"][1]  # the processes hold the same weights
 
 
 def _sync_bn_worker(rank, port, x, out):

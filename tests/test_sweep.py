@@ -16,7 +16,9 @@ RUNS = ["init=kaiming,norm=batchnorm", "init=kaiming,norm=none", "init=naive,nor
 
 
 def run_train(*args, timeout=400):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # tests/ on the path: a test can hand the run a probe callback from there
+    path = os.pathsep.join(p for p in (str(REPO / "tests"), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

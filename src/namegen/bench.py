@@ -22,9 +22,11 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 from namegen.data import CharDataModule, RandomBatches
 from namegen.model import MLP, MLPConfig, initialize
+from namegen.module import OptimizerFactory
 from namegen.training import build
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -32,15 +34,17 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 def plain_loop(
     dm: CharDataModule, steps: int, norm: str, seed: int, batch_size: int = 32, lr: float = 0.1, decay_at: float = 0.75,
-    init: str = "kaiming", compiled: bool = False,
+    init: str = "kaiming", compiled: bool = False, optimizer: OptimizerFactory | None = None,
 ) -> tuple[float, float]:
     """makemore's loop, written out: sample a batch, forward, backward, SGD step, lr x0.1 for the last quarter.
 
+    `optimizer` replaces torch's default SGD(lr) (the lr schedule still applies).
     Returns (steps/s after the warm-up, val loss with BatchNorm on its running statistics).
     """
     torch.manual_seed(seed)
     model = initialize(MLP(MLPConfig(vocab_size=len(dm.vocab), norm=norm)), init)
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    opt = (optimizer or (lambda params: torch.optim.SGD(params, lr=lr)))(model.parameters())
+    lr = opt.param_groups[0]["lr"]
     forward = torch.compile(model) if compiled else model  # compiles on the first steps, inside the warm-up
     x, y, g = dm.x["train"], dm.y["train"], torch.Generator().manual_seed(seed)
     start = time.perf_counter()
@@ -92,15 +96,16 @@ class BareModule(L.LightningModule):
         self.model = initialize(MLP(MLPConfig(vocab_size=vocab_size, norm=norm)), "kaiming")
 
     def training_step(self, batch, batch_idx):
-        x, y = batch
-        return F.cross_entropy(self.model(x), y)
+        xs, ys = batch  # RandomBatches' (1, B, T), (1, B): one minibatch per batch
+        return F.cross_entropy(self.model(xs[0]), ys[0])
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
 def bare_lightning(dm: CharDataModule, steps: int, norm: str, seed: int) -> float:
-    """Lightning's own floor: a Trainer with no logger, no callbacks, no progress bar. Returns steps/s."""
+    """Lightning's own floor at one optimizer step per batch: a Trainer with no logger, no callbacks, no
+    progress bar, automatic optimization. Returns steps/s."""
     timer = StepTimer()
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
@@ -149,9 +154,15 @@ def bench_throughput(args: argparse.Namespace) -> None:
     common = [*data, f"norm={args.norm}", "init=kaiming"]
     out = Path(args.out)
     print(f"## throughput: batch 32, norm={args.norm}, kaiming, 1 thread, {args.steps} steps x {args.rounds} rounds")
+    namegen_optimizer = instantiate(compose_cfg(common).optim.optimizer)  # conf/optim/sgd.yaml's SGD
     table = compare({
         "plain PyTorch loop": lambda: plain_loop(dm, args.steps, args.norm, 42)[0],
+        "plain loop, namegen's optimizer": lambda: plain_loop(dm, args.steps, args.norm, 42,
+                                                              optimizer=namegen_optimizer)[0],
         "bare Lightning Trainer": lambda: bare_lightning(dm, args.steps, args.norm, 42),
+        "namegen, steps_per_batch=1": lambda: namegen_run(
+            [*common, "callbacks=minimal", "steps_per_batch=1"], out / "k1", args.steps
+        ),
         "namegen, diagnostics off": lambda: namegen_run([*common, "callbacks=minimal"], out / "minimal", args.steps),
         "namegen, diagnostics on": lambda: namegen_run([*common, "callbacks=default"], out / "default", args.steps),
     }, args.rounds, baseline="plain PyTorch loop")
@@ -160,7 +171,11 @@ def bench_throughput(args: argparse.Namespace) -> None:
     for name, row in table.items():
         print(f"| {name} | {row['steps_per_sec']:.0f} | {row['ratio']:.2f}x |")
     print(f"\ndiagnostics on / off: {on['ratio'] / off['ratio']:.2f}x")
-    print("(bare Lightning Trainer: the same model in a LightningModule with nothing else; Lightning's own floor)")
+    print("\nplain PyTorch loop: makemore's, torch's default SGD. plain loop, namegen's optimizer: the same loop with"
+          f" namegen's configured optimizer ({namegen_optimizer.func.__name__}, {namegen_optimizer.keywords}).\n"
+          "bare Lightning Trainer: the model in a LightningModule with nothing else, one step per batch.\n"
+          "namegen, steps_per_batch=1: namegen with one optimizer step per batch; the other namegen rows use the"
+          " default steps_per_batch.")
 
 
 def bench_compile(args: argparse.Namespace) -> None:
