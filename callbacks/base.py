@@ -243,6 +243,8 @@ class DiagnosticCallback(TensorBoardCallback):
     # -- Lightning hooks -----------------------------------------------------------
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if len(trainer.optimizers) > 1:  # the step ends at the first optimizer's update: later ones would go unseen
+            raise ValueError(f"{type(self).__name__} watches one optimizer; this module has {len(trainer.optimizers)}")
         if self._logger is None or not trainer.is_global_zero:
             return
         diagnostics = [cb for cb in trainer.callbacks if isinstance(cb, DiagnosticCallback)]

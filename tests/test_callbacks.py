@@ -481,3 +481,20 @@ def test_progress_bar_counts_optimizer_steps(tmp_path):
     bar = StepProgressBar(refresh_rate=2)
     fit(tiny_module(steps_per_batch=2), [bar], tmp_path, max_steps=6, enable_progress_bar=True)
     assert bar.train_progress_bar.n == 6 and bar.train_progress_bar.total == 6  # 3 batches of 2 steps
+
+
+def test_learning_rate_decays_at_its_step_inside_a_batch(tmp_path):
+    module = tiny_module(steps_per_batch=4)
+    module.decay_at, module.decay_factor = 0.375, 0.1  # 0.375 * 8 steps: step 3, the last of the first batch
+    lrs = {}
+
+    class LearningRates(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            def record(optimizer, args, kwargs):
+                lrs[trainer.global_step] = optimizer.param_groups[0]["lr"]
+
+            trainer.optimizers[0].register_step_pre_hook(record)
+
+    fit(module, [LearningRates()], tmp_path, max_steps=8)
+    assert lrs == {0: 0.1, 1: 0.1, 2: 0.1, 3: pytest.approx(0.01), 4: pytest.approx(0.01), 5: pytest.approx(0.01),
+                   6: pytest.approx(0.01), 7: pytest.approx(0.01)}

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 
@@ -84,7 +85,9 @@ def test_not_utf8(tmp_path):
     ("trainer.max_steps=50", "trainer.max_steps=50 is not a multiple of trainer.val_check_interval=20.*max_steps=60"),
     ("optim.decay_factor=-1", "optim.decay_factor=-1 must be > 0"),
     ("steps_per_batch=0", "steps_per_batch=0 must be a positive integer"),
-    ("steps_per_batch=3", r"trainer.val_check_interval=20 is not a multiple of steps_per_batch=3.*such as 1"),
+    ("steps_per_batch=3", r"trainer.val_check_interval=20 is not a multiple of steps_per_batch=3; set steps_per_batch=2"),
+    ("+trainer.gradient_clip_val=1.0", "trainer.gradient_clip_val=1.0 is not supported"),
+    ("+trainer.precision=16-mixed", "trainer.precision='16-mixed' is not supported"),
     ("callbacks.gradients.every_n_steps=25", "callbacks.gradients.every_n_steps=25 is not a multiple of steps_per_batch=10"),
 ])
 def test_bad_numbers(tmp_path, override, message):
@@ -126,12 +129,32 @@ def test_resume_true_in_a_single_run_asks_for_the_folder(tmp_path):
     assert not list(tmp_path.glob("outputs/runs/*/checkpoints"))
 
 
-def test_resume_with_another_model_is_refused(trained_run, tmp_path):
-    import shutil
+# continue trained_run (300 steps, the default steps_per_batch) in a copy of its folder
+RESUME = ["resume=true", "callbacks=minimal", "trainer.max_steps=400", "trainer.val_check_interval=100",
+          "trainer.num_sanity_val_steps=0"]
 
+
+def test_resume_with_another_model_is_refused(trained_run, tmp_path):
     shutil.copytree(trained_run / "checkpoints", tmp_path / "checkpoints")
     with pytest.raises(ConfigError, match="model.depth=5, not 3"):
-        train(make_cfg(tmp_path, "resume=true", "model.depth=3", "callbacks=minimal", *FAST))
+        train(make_cfg(tmp_path, *RESUME, "model.depth=3"))
+
+
+def test_resume_with_another_steps_per_batch_is_refused(trained_run, tmp_path):
+    shutil.copytree(trained_run / "checkpoints", tmp_path / "checkpoints")
+    with pytest.raises(ConfigError, match="trained with steps_per_batch=50, not 10; resume with steps_per_batch=50"):
+        train(make_cfg(tmp_path, *RESUME, "steps_per_batch=10"))
+
+
+def test_an_older_checkpoint_format_samples_but_does_not_resume(trained_run, tmp_path):
+    shutil.copytree(trained_run / "checkpoints", tmp_path / "checkpoints")
+    for path in (tmp_path / "checkpoints").glob("*.ckpt"):
+        ckpt = torch.load(path, weights_only=True)
+        ckpt["namegen"]["version"] = 1  # before steps_per_batch: global_step was counted another way
+        torch.save(ckpt, path)
+    with pytest.raises(ConfigError, match=r"older namegen \(checkpoint format 1\).*start a new run"):
+        train(make_cfg(tmp_path, *RESUME))
+    assert sample(str(tmp_path), "-n", "3").returncode == 0
 
 
 def test_report_on_a_missing_folder(tmp_path):

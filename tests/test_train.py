@@ -42,7 +42,9 @@ def test_steps_per_batch_changes_the_speed_not_the_results(tmp_path):
     runs = {}
     for k in (1, 10):
         run = tmp_path / f"k{k}"
-        result = train(make_cfg(run, "callbacks=default", *FAST, *diagnostics, f"steps_per_batch={k}"))
+        # the decay (step 24) and the loss logging (every 5) fall inside batches of 10
+        result = train(make_cfg(run, "callbacks=default", *FAST, *diagnostics, f"steps_per_batch={k}",
+                                "optim.decay_at=0.6", "log_every_n_steps=5"))
         events = read_events(run)
         scalars = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
         histograms = {tag: [(e.step, e.histogram_value.sum) for e in events.Histograms(tag)]
@@ -53,6 +55,7 @@ def test_steps_per_batch_changes_the_speed_not_the_results(tmp_path):
     assert r1["steps"] == r10["steps"] == 40
     assert r1["val_loss"] == r10["val_loss"] and r1["test_loss"] == r10["test_loss"]
     assert len(s1) > 50 and s1 == s10  # every scalar, diagnostics included, at the same steps
+    assert [step for step, _ in s1["train/loss"]] == list(range(0, 40, 5))
     assert [step for step, _ in s1["update_ratio/hidden.0.linear.weight"]] == [0, 10, 20, 30]
     assert h1 == h10 and w1.keys() == w10.keys()
     assert all(torch.equal(w1[name], w10[name]) for name in w1)  # bit-identical weights

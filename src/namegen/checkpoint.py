@@ -20,6 +20,9 @@ from namegen.errors import UserError
 from namegen.model import MLP, MLPConfig
 from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION
 
+# the model and vocabulary are stored alike in these; resuming training needs CHECKPOINT_VERSION itself
+READABLE_VERSIONS = (1, CHECKPOINT_VERSION)
+
 CHECKPOINT_DIR = "checkpoints"
 BEST, LAST = "best.ckpt", "last.ckpt"
 
@@ -81,9 +84,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     meta = ckpt.get(CHECKPOINT_KEY) if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{p}: not a namegen checkpoint (no '{CHECKPOINT_KEY}' section); was it written by namegen?")
-    if meta.get("version") != CHECKPOINT_VERSION:
+    if meta.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(
-            f"{p}: namegen checkpoint format {meta.get('version')!r}, this namegen reads {CHECKPOINT_VERSION}"
+            f"{p}: namegen checkpoint format {meta.get('version')!r}; this namegen reads formats"
+            f" {', '.join(map(str, READABLE_VERSIONS))}"
         )
     return ckpt
 

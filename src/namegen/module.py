@@ -15,7 +15,7 @@ from namegen.model import MLP, MLPConfig, initialize
 from namegen.stats import format_layer_stats, layer_stats
 
 CHECKPOINT_KEY = "namegen"  # marks our checkpoints and carries what rebuilding the model needs
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: steps_per_batch; global_step counted by manual optimization
 
 class DivergedError(RuntimeError):
     """The loss stopped being finite. The message names the step and each layer's state at that moment."""
@@ -99,10 +99,10 @@ class NameGen(L.LightningModule):
         backward = self.manual_backward if trainer.world_size > 1 else torch.Tensor.backward
         progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress  # what global_step counts
         step = self.global_step
+        self.set_lr(optimizer, step)
         for x, y in zip(xs, ys):
             if step == self.decay_step:
-                for group in optimizer.param_groups:
-                    group["lr"] *= self.decay_factor
+                self.set_lr(optimizer, step)
             loss = loss_fn(self.model, (x, y))
             self.check_finite(loss, x, step)
             optimizer.zero_grad(set_to_none=True)
@@ -115,6 +115,16 @@ class NameGen(L.LightningModule):
                 self.log("loss", loss, prog_bar=True, logger=False)
                 self.log_to_logger({"train/loss": loss.item()}, step)
             step += 1
+
+    def set_lr(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        """The learning rate of `step`: the configured one, times `decay_factor` from `decay_step` on.
+
+        Set from the step, not by multiplying the current rate, so a resumed run gets it right
+        whatever was saved.
+        """
+        scale = self.decay_factor if step >= self.decay_step else 1.0
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * scale
 
     def check_finite(self, loss: torch.Tensor, x: torch.Tensor, step: int) -> None:
         """Raise `DivergedError` at the step the loss stops being finite, before its update."""
@@ -137,12 +147,16 @@ class NameGen(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             self.log_to_logger({"val/loss": self.trainer.callback_metrics["val/loss"].item()}, self.global_step)
+            if self.logger is not None:
+                self.logger.save()  # on disk before the checkpoint that follows, as Lightning's own logging does
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self.log("test/loss", loss_fn(self.model, batch), logger=False, batch_size=len(batch[1]))
 
     def on_test_epoch_end(self) -> None:
         self.log_to_logger({"test/loss": self.trainer.callback_metrics["test/loss"].item()}, self.global_step)
+        if self.logger is not None:
+            self.logger.save()
 
     def on_train_start(self) -> None:
         if self.global_step == 0:
@@ -164,15 +178,18 @@ class NameGen(L.LightningModule):
     # -- optimization ----------------------------------------------------------
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """The optimizer; its learning rate is multiplied by `decay_factor` at step `decay_at * max_steps`.
-
-        The decayed rate lives in the optimizer's state, so a resumed run keeps it.
-        """
+        """The optimizer; its learning rate is multiplied by `decay_factor` from step `decay_at * max_steps` on."""
         max_steps = self.trainer.max_steps
         if max_steps is None or max_steps < 1:
             raise ConfigError(f"trainer.max_steps={max_steps!r}: the learning-rate schedule needs a positive step budget")
+        if max_steps % self.steps_per_batch:
+            # Lightning stops only between batches: the run would overshoot
+            raise ConfigError(f"trainer.max_steps={max_steps} is not a multiple of steps_per_batch={self.steps_per_batch}")
         self.decay_step = int(self.decay_at * max_steps)
-        return self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.parameters())
+        for group in optimizer.param_groups:
+            group["initial_lr"] = group["lr"]  # the rate before the decay; saved with the optimizer's state
+        return optimizer
 
     # -- checkpoints -------------------------------------------------------------
 
@@ -183,6 +200,7 @@ class NameGen(L.LightningModule):
             "model": asdict(self.model.cfg),
             "vocab": self.vocab,
             "init_loss": self.init_loss,
+            "steps_per_batch": self.steps_per_batch,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from namegen.checkpoint import CHECKPOINT_DIR, LAST, read_checkpoint
 from namegen.errors import ConfigError, UserError
 from namegen.events import mean_saturation, read_scalars
 from namegen.model import MLPConfig
-from namegen.module import CHECKPOINT_KEY, DivergedError, NameGen
+from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION, DivergedError, NameGen
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,18 @@ def validate(cfg: DictConfig) -> None:
             intervals[f"callbacks.{name}.every_n_steps"] = node.every_n_steps
     for key, value in intervals.items():
         if value % k != 0:
+            common = math.gcd(*intervals.values())
+            fits = max(d for d in range(1, k + 1) if common % d == 0)
             raise ConfigError(
-                f"{key}={value} is not a multiple of steps_per_batch={k}; set steps_per_batch to a divisor of it "
-                f"(such as {math.gcd(value, k)}) or {key}={value - value % k + k}"
+                f"{key}={value} is not a multiple of steps_per_batch={k}; set steps_per_batch={fits} "
+                f"(the largest up to {k} that divides every interval) or make {key} a multiple of {k}"
             )
+    # training_step steps the torch optimizer itself, past Lightning's precision plugin, accumulation and clipping
+    for key, allowed in (("trainer.precision", (None, 32, "32", "32-true")), ("trainer.accumulate_grad_batches", (None, 1)),
+                         ("trainer.gradient_clip_val", (None, 0, 0.0))):
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not supported: namegen steps its optimizer itself in 32-bit; remove it")
     if not cfg.optim.decay_factor > 0:
         raise ConfigError(f"optim.decay_factor={cfg.optim.decay_factor!r} must be > 0 (makemore uses 0.1)")
     MLPConfig(**OmegaConf.to_container(cfg.model, resolve=True))  # the model's own checks, before data is read
@@ -139,7 +147,19 @@ def resume_from(cfg: DictConfig, run_dir: Path) -> tuple[str | None, int]:
         log.warning("resume: %s does not exist yet, starting from step 0", last)
         return None, 0
     ckpt = read_checkpoint(last)  # weights-only; refuses anything but namegen's
-    saved = ckpt[CHECKPOINT_KEY]["model"]
+    meta = ckpt[CHECKPOINT_KEY]
+    if meta["version"] != CHECKPOINT_VERSION:
+        raise ConfigError(
+            f"resume: {last} was written by an older namegen (checkpoint format {meta['version']}) that counted "
+            "steps differently; it can still be sampled but not resumed: start a new run"
+        )
+    if meta["steps_per_batch"] != cfg.steps_per_batch:
+        # Lightning schedules validation by batches: another grouping would shift every later validation
+        raise ConfigError(
+            f"resume: {last} was trained with steps_per_batch={meta['steps_per_batch']}, not {cfg.steps_per_batch}; "
+            f"resume with steps_per_batch={meta['steps_per_batch']}"
+        )
+    saved = meta["model"]
     wanted = OmegaConf.to_container(cfg.model, resolve=True)
     differ = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
     if differ:
