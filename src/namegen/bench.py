@@ -164,6 +164,9 @@ def bench_throughput(args: argparse.Namespace) -> None:
             [*common, "callbacks=minimal", "steps_per_batch=1"], out / "k1", args.steps
         ),
         "namegen, diagnostics off": lambda: namegen_run([*common, "callbacks=minimal"], out / "minimal", args.steps),
+        "namegen, deterministic=true": lambda: namegen_run(
+            [*common, "callbacks=minimal", "trainer.deterministic=true"], out / "deterministic", args.steps
+        ),
         "namegen, diagnostics on": lambda: namegen_run([*common, "callbacks=default"], out / "default", args.steps),
     }, args.rounds, baseline="plain PyTorch loop")
     off, on = table["namegen, diagnostics off"], table["namegen, diagnostics on"]
