@@ -209,7 +209,7 @@ class DiagnosticCallback(TensorBoardCallback):
         self.histogram_every_n_steps = histogram_every_n_steps
         self._step: int | None = None  # the logging step in progress
         self._last_step: int | None = None
-        self._updating = False  # before_update has run for self._step
+        self._updated = False  # before_update has run for self._step
         self._context: tuple[L.Trainer, L.LightningModule] | None = None  # for the optimizer's hooks
         self._optimizer_hooks: list[RemovableHandle] = []
 
@@ -266,7 +266,7 @@ class DiagnosticCallback(TensorBoardCallback):
         if self._logger is None or not trainer.is_global_zero:
             return
         self._step = self._last_step = step
-        self._updating = False
+        self._updated = False
         self._context = (trainer, pl_module)
         self.start_step(trainer, pl_module, step)
         for optimizer in trainer.optimizers:
@@ -282,9 +282,9 @@ class DiagnosticCallback(TensorBoardCallback):
         self._before_update()
 
     def _before_update(self) -> None:
-        if self._step is None or self._updating:
+        if self._step is None or self._updated:
             return
-        self._updating = True
+        self._updated = True
         with torch.no_grad():
             self.before_update(*self._context, self._step)
 

@@ -27,7 +27,7 @@ from hydra.utils import instantiate
 from namegen.data import CharDataModule, RandomBatches
 from namegen.model import MLP, MLPConfig, initialize
 from namegen.module import OptimizerFactory
-from namegen.training import build
+from namegen.training import build, validate
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -44,7 +44,6 @@ def plain_loop(
     torch.manual_seed(seed)
     model = initialize(MLP(MLPConfig(vocab_size=len(dm.vocab), norm=norm)), init)
     opt = (optimizer or (lambda params: torch.optim.SGD(params, lr=lr)))(model.parameters())
-    lr = opt.param_groups[0]["lr"]
     forward = torch.compile(model) if compiled else model  # compiles on the first steps, inside the warm-up
     x, y, g = dm.x["train"], dm.y["train"], torch.Generator().manual_seed(seed)
     start = time.perf_counter()
@@ -53,7 +52,7 @@ def plain_loop(
             start = time.perf_counter()
         if step == int(decay_at * steps):
             for group in opt.param_groups:
-                group["lr"] = lr * 0.1
+                group["lr"] *= 0.1
         ix = torch.randint(0, len(y), (batch_size,), generator=g)
         loss = F.cross_entropy(forward(x[ix]), y[ix])
         opt.zero_grad(set_to_none=True)
@@ -118,6 +117,7 @@ def namegen_run(overrides: list[str], run_dir: Path, steps: int) -> float:
     """namegen's real training path (build() from the real config) for `steps` steps. Returns steps/s."""
     cfg = compose_cfg([f"run_dir={run_dir}", f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}",
                        "trainer.num_sanity_val_steps=0", *overrides])
+    validate(cfg)
     torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, verbose=False)
     datamodule, module, trainer = build(cfg)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from namegen.errors import ConfigError
 from namegen.model import MLP, MLPConfig, initialize
-from namegen.stats import format_layer_stats, layer_stats
+from namegen.stats import buffers_kept, format_layer_stats, layer_stats
 
 CHECKPOINT_KEY = "namegen"  # marks our checkpoints and carries what rebuilding the model needs
 CHECKPOINT_VERSION = 2  # 2: steps_per_batch; global_step counted by manual optimization
@@ -95,8 +95,9 @@ class NameGen(L.LightningModule):
         # The torch optimizer itself, not Lightning's wrapper: the wrapper's hook dispatch would cost a
         # tenth of each step. Callbacks see the step through the optimizer's own step hooks instead.
         optimizer = self.optimizers().optimizer
+        distributed = trainer.world_size > 1
         # Under DDP, manual_backward readies the gradient all-reduce for each backward; alone it only dispatches hooks.
-        backward = self.manual_backward if trainer.world_size > 1 else torch.Tensor.backward
+        backward = self.manual_backward if distributed else torch.Tensor.backward
         progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress  # what global_step counts
         step = self.global_step
         self.set_lr(optimizer, step)
@@ -104,7 +105,7 @@ class NameGen(L.LightningModule):
             if step == self.decay_step:
                 self.set_lr(optimizer, step)
             loss = loss_fn(self.model, (x, y))
-            self.check_finite(loss, x, step)
+            self.check_finite(loss, x, step, distributed)
             optimizer.zero_grad(set_to_none=True)
             backward(loss)
             optimizer.step()
@@ -126,10 +127,10 @@ class NameGen(L.LightningModule):
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * scale
 
-    def check_finite(self, loss: torch.Tensor, x: torch.Tensor, step: int) -> None:
+    def check_finite(self, loss: torch.Tensor, x: torch.Tensor, step: int, distributed: bool) -> None:
         """Raise `DivergedError` at the step the loss stops being finite, before its update."""
         diverged = not math.isfinite(loss.item())
-        if self.trainer.world_size > 1:
+        if distributed:
             # every process must stop together: the report's forward pass syncs BatchNorm across them
             diverged = self.trainer.strategy.reduce_boolean_decision(diverged, all=False)
         if diverged:
@@ -146,15 +147,18 @@ class NameGen(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
-            self.log_to_logger({"val/loss": self.trainer.callback_metrics["val/loss"].item()}, self.global_step)
-            if self.logger is not None:
-                self.logger.save()  # on disk before the checkpoint that follows, as Lightning's own logging does
+            self.log_epoch_loss("val/loss")
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self.log("test/loss", loss_fn(self.model, batch), logger=False, batch_size=len(batch[1]))
 
     def on_test_epoch_end(self) -> None:
-        self.log_to_logger({"test/loss": self.trainer.callback_metrics["test/loss"].item()}, self.global_step)
+        self.log_epoch_loss("test/loss")
+
+    def log_epoch_loss(self, name: str) -> None:
+        """The epoch's `self.log`ged loss to the logger at the current step, saved to disk at once (as Lightning's
+        own logging does), so the checkpoint that follows a validation never gets ahead of the logs."""
+        self.log_to_logger({name: self.trainer.callback_metrics[name].item()}, self.global_step)
         if self.logger is not None:
             self.logger.save()
 
@@ -166,13 +170,11 @@ class NameGen(L.LightningModule):
     @torch.no_grad()
     def batch_statistics_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
         """The loss as training sees it (BatchNorm on batch statistics), leaving the running statistics untouched."""
-        buffers = {name: b.clone() for name, b in self.model.named_buffers()}
         was_training = self.model.training
         self.model.train()
-        loss = loss_fn(self.model, batch).item()
+        with buffers_kept(self.model):
+            loss = loss_fn(self.model, batch).item()
         self.model.train(was_training)
-        for name, b in self.model.named_buffers():
-            b.copy_(buffers[name])
         return loss
 
     # -- optimization ----------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from namegen import plots
-from namegen.checkpoint import load_checkpoint
+from namegen.checkpoint import BEST, CHECKPOINT_DIR, load_checkpoint
 from namegen.errors import UserError
 from namegen.events import Scalars, histogram_density, layer_saturation, load, scalars_of
 from namegen.sample import sample_names
@@ -61,31 +61,28 @@ def saturation_bars(runs: dict[str, Scalars]):
 def lesson_plots(acc, scalars: Scalars, name: str) -> dict[str, object]:
     """The four plots of makemore part 3 for one run, at step 0 (where initialization shows)."""
     hist_tags = acc.Tags()["histograms"]
-    layers = sorted((int(m.group(2)), tag) for tag in hist_tags if (m := LAYER_TAG.match(tag)) and m.group(1) == "act")
-    grads = sorted((int(m.group(2)), tag) for tag in hist_tags if (m := LAYER_TAG.match(tag)) and m.group(1) == "grad")
+    matches = [(m.group(1), int(m.group(2)), tag) for tag in hist_tags if (m := LAYER_TAG.match(tag))]
+    layers = sorted((i, tag) for kind, i, tag in matches if kind == "act")
+    grads = sorted((i, tag) for kind, i, tag in matches if kind == "grad")
     weights = sorted(t for t in hist_tags if t.startswith("weight_grad/"))
     sat0 = layer_saturation(scalars, "first")
 
+    def first(tag):  # the scalar's value at step 0, NaN if it was not logged
+        return scalars.get(tag, [(0, np.nan)])[0][1]
+
     def curves(tags, label):
-        out = []
-        for i, tag in tags:
-            step, centers, dens = histogram_density(acc, tag, "first")
-            out.append((label(i, tag), centers, dens))
-        return out
+        return [(label(i, tag), *histogram_density(acc, tag, "first")[1:]) for i, tag in tags]
 
     def act_label(i, tag):
-        mean, std = (scalars.get(f"{tag}/{s}", [(0, np.nan)])[0][1] for s in ("mean", "std"))
         sat = f", saturated {100 * sat0[i]:.1f}%" if i < len(sat0) else ""
-        return f"layer {i}: mean {mean:+.2f}, std {std:.2f}{sat}"
+        return f"layer {i}: mean {first(tag + '/mean'):+.2f}, std {first(tag + '/std'):.2f}{sat}"
 
     def grad_label(i, tag):
-        mean, std = (scalars.get(f"{tag}/{s}", [(0, np.nan)])[0][1] for s in ("mean", "std"))
-        return f"layer {i}: mean {mean:+.2e}, std {std:.2e}"
+        return f"layer {i}: mean {first(tag + '/mean'):+.2e}, std {first(tag + '/std'):.2e}"
 
     def weight_label(i, tag):
         param = tag.split("/", 1)[1]
-        ratio = scalars.get(f"grad_data_ratio/{param}", [(0, np.nan)])[0][1]
-        return f"{param}: grad:data {ratio:.2e}"
+        return f"{param}: grad:data {first(f'grad_data_ratio/{param}'):.2e}"
 
     # the weight matrices, as the TensorBoard figure shows them: not biases, not norm gains
     matrices = {t.split("/", 1)[1] for t in weights}
@@ -123,7 +120,7 @@ def report(sweep_dir: str | Path, out_dir: str | Path | None = None, n_samples: 
 
     samples = {}
     for d in run_dirs:
-        if (d / "checkpoints" / "best.ckpt").is_file():
+        if (d / CHECKPOINT_DIR / BEST).is_file():
             loaded = load_checkpoint(d)
             samples[d.name] = sample_names(loaded.model, loaded.vocab, n_samples, seed)
     if samples:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
@@ -30,22 +32,32 @@ def activation_summary(t: torch.Tensor, activation: str, threshold: float = SATU
     }
 
 
+@contextmanager
+def buffers_kept(model: torch.nn.Module) -> Iterator[None]:
+    """Restore every buffer (BatchNorm's running statistics) on exit: a measuring forward pass leaves no trace."""
+    saved = {name: b.clone() for name, b in model.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(saved[name])
+
+
 @torch.no_grad()
 def layer_stats(model: MLP, idx: torch.Tensor) -> list[dict[str, float]]:
     """Each hidden layer's activation summary and weight scale on a batch, without touching BatchNorm's running stats."""
-    buffers = {name: b.clone() for name, b in model.named_buffers()}
     outputs: dict[int, torch.Tensor] = {}
     handles = [
         block.act.register_forward_hook(lambda m, a, out, i=i: outputs.__setitem__(i, out))
         for i, block in enumerate(model.hidden)
     ]
     try:
-        model(idx)
+        with buffers_kept(model):
+            model(idx)
     finally:
         for h in handles:
             h.remove()
-        for name, b in model.named_buffers():
-            b.copy_(buffers[name])
     return [
         {**activation_summary(outputs[i], model.cfg.activation), "weight_absmax": block.linear.weight.abs().max().item()}
         for i, block in enumerate(model.hidden)

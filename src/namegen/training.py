@@ -112,7 +112,6 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, NameGen, L.Trainer]:
         logger=logger,
         default_root_dir=cfg.run_dir,
         val_check_interval=cfg.trainer.val_check_interval // k,  # Lightning counts batches of k steps
-        log_every_n_steps=max(1, cfg.log_every_n_steps // k),
     )
     return datamodule, module, trainer
 
