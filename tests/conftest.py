@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,21 @@ NAMES_TXT = Path(os.environ.get("NAMEGEN_NAMES_TXT", REPO.parent / "shared" / "d
 # Few steps, no sanity pass: fast end-to-end runs for tests.
 FAST = ["trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.num_sanity_val_steps=0", "steps_per_batch=10",
         "log_every_n_steps=10"]
+
+
+def run_train(*args: str, cwd: Path = REPO, timeout: int = 400) -> subprocess.CompletedProcess:
+    """`python train.py <args>` in a subprocess, as a user runs it; tests/ is on its path, so a test can hand
+    the run a probe callback from there."""
+    path = os.pathsep.join(p for p in (str(REPO / "tests"), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def namegen(*args: str, cwd: Path | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    """The `namegen` command (`python -m namegen.cli <args>`) in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "namegen.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
 
 
 def make_cfg(run_dir: Path, *overrides: str) -> DictConfig:

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from PIL import Image
-from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 from torch.utils.data import DataLoader
 
+from conftest import read_events
 from callbacks import ActivationStats, DiagnosticFigures, GradientStats, StepProgressBar, UpdateRatio
 from namegen.data import CharDataModule
 from namegen.model import MLPConfig
@@ -110,12 +110,9 @@ def fit(module, callbacks, log_dir=None, max_steps=1, logger=None, train=None, v
     return trainer
 
 
-def events(log_dir: Path) -> event_accumulator.EventAccumulator:
-    files = list(Path(log_dir).glob("events.out.tfevents.*"))
-    assert files, f"no event file in {log_dir}"
-    everything = {kind: 0 for kind in event_accumulator.DEFAULT_SIZE_GUIDANCE}
-    acc = event_accumulator.EventAccumulator(str(log_dir), size_guidance=everything)
-    return acc.Reload()
+def events(log_dir: Path):
+    assert list(Path(log_dir).glob("events.out.tfevents.*")), f"no event file in {log_dir}"
+    return read_events(log_dir)
 
 
 def scalars(acc, tag: str) -> dict[int, float]:
@@ -392,7 +389,7 @@ def test_without_tensorboard_each_callback_warns_once_and_the_run_completes(tmp_
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer = fit(
-            tiny_module(), diagnostics_all(), max_steps=3,
+            tiny_module(), diagnostics_all(), max_steps=3, default_root_dir=tmp_path,  # where stray events would go
             logger=False if logger == "none" else CSVLogger(tmp_path, name="", version=""),
         )
     ours = [str(w.message) for w in caught if "no TensorBoardLogger" in str(w.message)]

@@ -1,7 +1,6 @@
 import random
 from collections import Counter
 
-import pytest
 import torch
 
 from namegen.data import BOUNDARY, CharDataModule, RandomBatches, Vocab, build_examples, load_words, split_words

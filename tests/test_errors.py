@@ -3,13 +3,12 @@
 import logging
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import FAST, REPO, make_cfg
+from conftest import FAST, make_cfg, namegen, run_train
 from namegen.checkpoint import CheckpointError, load_checkpoint
 from namegen.data import CharDataModule, DataError, load_words
 from namegen.errors import ConfigError
@@ -96,11 +95,6 @@ def test_bad_numbers(tmp_path, override, message):
     assert not (tmp_path / "checkpoints").exists() and not list(tmp_path.glob("events.*"))
 
 
-def run_train(*args, timeout=120):
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
-
-
 def test_a_bad_callback_argument_names_its_config_key(tmp_path):
     with pytest.raises(ConfigError, match="callbacks.activations: .*every_n_steps"):
         train(make_cfg(tmp_path, *FAST, "callbacks.activations.every_n_steps=0"))
@@ -123,8 +117,7 @@ def test_unknown_choice_lists_the_valid_ones(tmp_path, group, choice):
 
 def test_resume_true_in_a_single_run_asks_for_the_folder(tmp_path):
     # run from tmp_path: the new timestamped folder Hydra makes lands there, not in the repo
-    result = subprocess.run([sys.executable, str(REPO / "train.py"), "resume=true"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    result = run_train("resume=true", cwd=tmp_path, timeout=120)
     assert result.returncode == 1 and "use resume=outputs/runs/<time>" in result.stderr
     assert not list(tmp_path.glob("outputs/runs/*/checkpoints"))
 
@@ -158,8 +151,7 @@ def test_an_older_checkpoint_format_samples_but_does_not_resume(trained_run, tmp
 
 
 def test_report_on_a_missing_folder(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "namegen.cli", "report", str(tmp_path / "nope")],
-                            capture_output=True, text=True, timeout=120)
+    result = namegen("report", str(tmp_path / "nope"))
     assert result.returncode == 2 and "no such sweep folder" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -192,8 +184,7 @@ def test_divergence_report_names_each_layer(tmp_path, caplog):
 
 
 def sample(*args):
-    return subprocess.run([sys.executable, "-m", "namegen.cli", "sample", *args], capture_output=True, text=True,
-                          timeout=120)
+    return namegen("sample", *args)
 
 
 def test_not_a_checkpoint(tmp_path):

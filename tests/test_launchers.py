@@ -8,7 +8,8 @@ import torch.multiprocessing as mp
 
 from conftest import FAST
 from namegen.model import BatchNorm1d
-from test_sweep import job_dirs, run_train
+from conftest import run_train
+from test_sweep import free_port, job_dirs
 
 
 def results(sweep):
@@ -66,8 +67,6 @@ def _sync_bn_worker(rank, port, x, out):
 
 def test_batchnorm_syncs_statistics_across_processes():
     """Two processes with half a batch each give what one BatchNorm gives on the whole batch."""
-    from test_sweep import free_port
-
     torch.manual_seed(1)
     x = torch.randn(8, 3) * 3 + 1
     out = mp.Manager().dict()

@@ -1,12 +1,9 @@
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import FAST, REPO, make_cfg, read_events
+from conftest import FAST, make_cfg, read_events, run_train
 from namegen.checkpoint import load_checkpoint
 from namegen.training import train
 
@@ -32,6 +29,7 @@ def test_train_end_to_end_writes_checkpoints_and_events(tmp_path):
 
 def test_same_seed_same_losses(tmp_path):
     runs = [train(make_cfg(tmp_path / str(i), "callbacks=minimal", "~logger", *FAST)) for i in range(2)]
+    assert isinstance(runs[0]["val_loss"], float) and isinstance(runs[0]["test_loss"], float)
     assert runs[0]["val_loss"] == runs[1]["val_loss"] and runs[0]["test_loss"] == runs[1]["test_loss"]
 
 
@@ -59,13 +57,6 @@ def test_steps_per_batch_changes_the_speed_not_the_results(tmp_path):
     assert [step for step, _ in s1["update_ratio/hidden.0.linear.weight"]] == [0, 10, 20, 30]
     assert h1 == h10 and w1.keys() == w10.keys()
     assert all(torch.equal(w1[name], w10[name]) for name in w1)  # bit-identical weights
-
-
-def run_train(*args, cwd=REPO, timeout=300):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
 
 
 def test_unknown_option_fails_at_once(tmp_path):
