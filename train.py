@@ -1,4 +1,7 @@
-"""Train namegen: `python train.py [overrides]`, or sweep: `python train.py -m init=naive,kaiming norm=none,batchnorm`."""
+"""Train namegen: `python train.py [overrides]`, or sweep: `python train.py -m init=naive,kaiming norm=none,batchnorm`.
+
+Exit codes (shared with the `namegen` command): 0 success, 2 a user's mistake (one line on stderr), 1 a failure.
+"""
 
 import logging
 import sys
@@ -9,37 +12,42 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-import namegen.sweep  # noqa: F401  registers the job-name resolver the config uses
+import namegen.resolvers  # noqa: F401  registers the resolvers the config uses
 from namegen.errors import UserError
-from namegen.training import train, write_result
+from namegen.results import write_result
 
 log = logging.getLogger("namegen")
+USAGE_ERROR = 2
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> dict:
+def main(cfg: DictConfig) -> float | None:
+    from namegen.training import train  # Lightning loads only once the config has composed
+
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         fixed_dir = any(o.startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra)
         if cfg.resume is True and not fixed_dir:  # a single run's folder is new each time: say which to continue
-            sys.exit("namegen: error: resume=true needs the run's folder in a single run; use resume=outputs/runs/<time>")
+            print("namegen: error: resume=true needs the run's folder in a single run; use resume=outputs/runs/<time>",
+                  file=sys.stderr)
+            sys.exit(USAGE_ERROR)
         try:
             result = train(cfg)
         except UserError as e:  # a user's mistake: one line that says how to fix it, no traceback
-            sys.exit(f"namegen: error: {e}")
+            print(f"namegen: error: {e}", file=sys.stderr)
+            sys.exit(USAGE_ERROR)
         if result["status"] != "ok":
             sys.exit(f"namegen: run {result['status']}: {result['error']}")
-        return result
+        return result.get("best_val_loss")  # what a Hydra sweeper (Optuna) minimizes
     # In a sweep, one job's crash must not stop the others or lose their results:
     # record it where the sweep summary will find it, and let the sweep go on.
     try:
-        return train(cfg)
+        return train(cfg).get("best_val_loss")
     except Exception as e:
         log.exception("job failed")
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        result = {"status": "failed", "error": f"{type(e).__name__}: {first}"}
-        write_result(Path(cfg.run_dir), result)
-        return result
+        write_result(Path(cfg.run_dir), {"status": "failed", "error": f"{type(e).__name__}: {first}"})
+        return None
 
 
 if __name__ == "__main__":

@@ -1,15 +1,30 @@
-"""namegen's diagnostics callbacks: what the lesson plots, written to TensorBoard while training.
+"""Lightning callbacks that show why a deep network trains or doesn't, for any LightningModule.
 
-Each is one Lightning callback with its own config under conf/callbacks/; `callbacks=default` turns all on.
-They need a TensorBoardLogger; without one each warns once and does nothing. The first of them
-also writes a custom-scalars layout: each quantity as one chart across layers.
-`StepProgressBar` is the progress bar, counting optimizer steps.
+Each stands alone and finds what to watch in the module tree: activation modules by type
+(with each type's flat region defined once in `callbacks.base`), normalization layers, and
+every parameter of 2 or more dimensions. Scalars go to every logger the Trainer has;
+histograms and images to the loggers that take them (TensorBoard).
+
+    from callbacks import ActivationStats, GradientStats, UpdateRatio, DiagnosticFigures
+    trainer = L.Trainer(callbacks=[ActivationStats(), GradientStats(), UpdateRatio(), DiagnosticFigures()])
+
+`StepProgressBar` is a compact progress bar for long runs. The classes are imported on first use, so
+`callbacks.tags` (the tag names) can be read without loading Lightning.
 """
 
-from callbacks.activations import ActivationStats
-from callbacks.figures import DiagnosticFigures
-from callbacks.gradients import GradientStats
-from callbacks.progress import StepProgressBar
-from callbacks.update_ratio import UpdateRatio
+from importlib import import_module
 
-__all__ = ["ActivationStats", "DiagnosticFigures", "GradientStats", "StepProgressBar", "UpdateRatio"]
+_HOME = {
+    "ActivationStats": "callbacks.activations",
+    "DiagnosticFigures": "callbacks.figures",
+    "GradientStats": "callbacks.gradients",
+    "StepProgressBar": "callbacks.progress",
+    "UpdateRatio": "callbacks.update_ratio",
+}
+__all__ = list(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module 'callbacks' has no attribute {name!r}")
+    return getattr(import_module(_HOME[name]), name)

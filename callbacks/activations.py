@@ -1,26 +1,33 @@
-"""Forward-pass statistics of every hidden activation: is the tanh saturated, are units dead?"""
+"""Forward-pass statistics of every activation and normalization layer: is the unit saturated, is it dead?"""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import lightning as L
 
-from callbacks.base import ACT, HISTOGRAM_BINS, PREACT, RecordingCallback, activation_summary, layer_regex, layer_tag
+from callbacks.base import (
+    ACT, HISTOGRAM_BINS, NORM, NORM_TYPES, PREACT, SATURATION_THRESHOLD, ModuleDiagnostic, Recorder, activation_summary,
+    select_modules, tag,
+)
 
 
-class ActivationStats(RecordingCallback):
-    """Writes, for every hidden layer i, the statistics of the activation output `t` over the training batch.
+class ActivationStats(ModuleDiagnostic):
+    """Writes, for every activation module i (in forward order) of any LightningModule, statistics of its output
+    over the training batch of a logging step, before the optimizer updates the weights.
 
-    Scalars (every `every_n_steps` optimizer steps and at step 0, before the first update):
-        act/layer_{i:02d}/mean, act/layer_{i:02d}/std
-        act/layer_{i:02d}/saturation  fraction of entries in the flat region: |t| > saturation_threshold
-                                      for tanh, t <= 0 for relu
-        act/layer_{i:02d}/dead        fraction of units flat for every example of the batch
-    Histograms (every `histogram_every_n_steps`, a multiple of `every_n_steps`; None for none):
-        act/layer_{i:02d}             the activation values
-        preact/layer_{i:02d}          the activation's input (after the linear and the norm)
+    Scalars (every `every_n_steps` optimizer steps, at step 0 and at the last step), `{i:02d}.{module path}`:
+        act/i.path/mean, act/i.path/std
+        act/i.path/saturation   fraction of entries in the activation's flat region (`base.flat_rules`:
+                                tanh |t| > saturation_threshold, relu t <= 0, gelu/silu x < -3, ...)
+        act/i.path/dead         fraction of units flat for every example of the batch
+        norm/i.path/in_std      std of each normalization layer's input: the scale the norm takes out
+    Histograms (every `histogram_every_n_steps`; None for none), to loggers that take them:
+        act/i.path              the activation values
+        preact/i.path           the activation's input
 
-    The statistics are those of the training batch in the forward pass of that
-    step, before the optimizer updates the weights.
+    Activations are found by type (Tanh, Sigmoid, ReLU, LeakyReLU, GELU, SiLU, ...);
+    `modules` (names) or `pattern` (a regex on names) choose others instead.
 
     Example::
 
@@ -29,34 +36,40 @@ class ActivationStats(RecordingCallback):
     Args:
         every_n_steps: write the scalars every this many optimizer steps.
         histogram_every_n_steps: write the histograms every this many steps, or None for none.
-        saturation_threshold: a tanh output with |t| above this counts as saturated, in (0, 1).
+        modules: module names to watch instead of the discovered activations.
+        pattern: a regex; watch the modules whose names match it instead.
+        saturation_threshold: |tanh| (and |2 sigmoid - 1|) above this is flat, in (0, 1).
     """
 
     record = {"inputs": True, "outputs": True}
-    charts = {
-        "activations": {
-            "saturation (fraction in the flat region)": ["Multiline", [layer_regex(ACT, "saturation")]],
-            "dead units (flat for the whole batch)": ["Multiline", [layer_regex(ACT, "dead")]],
-            "activation mean": ["Multiline", [layer_regex(ACT, "mean")]],
-            "activation std": ["Multiline", [layer_regex(ACT, "std")]],
-        }
-    }
 
-    def __init__(
-        self, every_n_steps: int = 500, histogram_every_n_steps: int | None = 2000, saturation_threshold: float = 0.97
-    ) -> None:
-        super().__init__(every_n_steps, histogram_every_n_steps)
-        if not isinstance(saturation_threshold, (int, float)) or not 0.0 < saturation_threshold < 1.0:
-            raise ValueError(f"saturation_threshold={saturation_threshold!r} must be in (0, 1), the range of |tanh|")
-        self.saturation_threshold = float(saturation_threshold)
+    def __init__(self, every_n_steps: int = 500, histogram_every_n_steps: int | None = 2000,
+                 modules: Sequence[str] | None = None, pattern: str | None = None,
+                 saturation_threshold: float = SATURATION_THRESHOLD) -> None:
+        super().__init__(every_n_steps, histogram_every_n_steps, modules, pattern, saturation_threshold)
+        self.norms: Recorder | None = None
 
-    def end_step(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
-        writer, activation = self.writer, pl_module.model.cfg.activation
-        histograms = self.histograms_due(step)
-        for i, t in sorted(self.recorder.outputs.items()):
-            for stat, value in activation_summary(t, activation, self.saturation_threshold).items():
-                writer.add_scalar(layer_tag(ACT, i, stat), value, global_step=step)
-            if histograms:
-                writer.add_histogram(layer_tag(ACT, i), t, global_step=step, bins=HISTOGRAM_BINS)
-                preact = self.recorder.inputs[i]
-                writer.add_histogram(layer_tag(PREACT, i), preact, global_step=step, bins=HISTOGRAM_BINS)
+    def start_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().start_step(trainer, pl_module)
+        self.norms = Recorder(select_modules(pl_module, lambda m: isinstance(m, NORM_TYPES)), inputs=True)
+
+    def end_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        recorder, scalars = self.recorder, {}
+        histograms = self.writers(trainer, "histogram") if self.histograms_due(trainer, self.step) else []
+        for i, name in recorder.indexed():
+            x, t = recorder.inputs.get(name), recorder.outputs[name]
+            for stat, value in activation_summary(x, t, self.rule(name)).items():
+                scalars[tag(ACT, i, name, stat)] = value
+            for writer in histograms:
+                writer.add_histogram(tag(ACT, i, name), t, global_step=self.step, bins=HISTOGRAM_BINS)
+                if x is not None:
+                    writer.add_histogram(tag(PREACT, i, name), x, global_step=self.step, bins=HISTOGRAM_BINS)
+        for i, name in self.norms.indexed():
+            scalars[tag(NORM, i, name, "in_std")] = self.norms.inputs[name].std().item()
+        self.log_scalars(trainer, scalars)
+
+    def release(self) -> None:
+        super().release()
+        if self.norms is not None:
+            self.norms.remove()
+            self.norms = None

@@ -1,54 +1,93 @@
-"""What the diagnostics callbacks share: tag names, the statistics, the hooks and the step lifecycle.
+"""What the diagnostics callbacks share: what to watch, what "flat" means, tag names, the step window.
 
-Every diagnostic watches `pl_module.model.hidden[i].act`, the activation of hidden
-layer i, and writes under tags that sort by layer (`layer_00`, `layer_01`, ...).
-The statistics are defined here once, so a scalar, a figure legend and the
-custom-scalars layout can never disagree about what "saturated" means.
+Nothing here knows namegen: the callbacks find what to watch in any LightningModule's
+module tree (activation modules by type, normalization layers by type, every
+parameter of 2 or more dimensions) and write to every logger the Trainer has.
+Each callback stands alone; any subset can run, in any order.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
 
 import lightning as L
 import torch
 import torch.nn as nn
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
-from namegen.stats import activation_summary, flat_mask  # noqa: F401  (re-exported to the callbacks)
+from callbacks.tags import (  # noqa: F401  (re-exported to the callbacks)
+    ACT, FIGURES, GRAD, GRAD_DATA_RATIO, HISTOGRAM_BINS, NORM, PREACT, TAG, UPDATE_RATIO, WEIGHT_GRAD, family_regex, tag,
+)
 
 # ---------------------------------------------------------------------------
-# tags: other parts of the project read these back; change them nowhere else
-
-ACT, PREACT, GRAD = "act", "preact", "grad"
-GRAD_DATA_RATIO, WEIGHT_GRAD, UPDATE_RATIO = "grad_data_ratio", "weight_grad", "update_ratio"
-FIGURES = "figures"
-
-# 64 uniform bins: a third of the cost of TensorBoard's default (~1,500 exponential buckets) per
-# histogram, and plenty to see a distribution's shape.
-HISTOGRAM_BINS = 64
+# the flat region of each activation, defined once
 
 
-def layer_tag(prefix: str, index: int, stat: str | None = None) -> str:
-    """`act/layer_03/std`: two digits so TensorBoard's lexical sort is the layer order up to 100 layers."""
-    tag = f"{prefix}/layer_{index:02d}"
-    return f"{tag}/{stat}" if stat else tag
+@dataclass(frozen=True)
+class FlatRule:
+    """Where an activation passes almost no gradient back.
+
+    `on` says which tensor the rule reads ("output" or "input" of the module), `flat`
+    maps that tensor to a boolean mask, `text` says it in words for legends.
+    """
+
+    on: str
+    flat: Callable[[torch.Tensor], torch.Tensor]
+    text: str
 
 
-def layer_regex(prefix: str, stat: str) -> str:
-    """The regex that matches `layer_tag(prefix, i, stat)` for every layer i."""
-    return rf"^{prefix}/layer_\d+/{stat}$"
+SATURATION_THRESHOLD = 0.97  # |tanh| above it: tanh' = 1 - t^2 < 0.06, almost no gradient flows back
+FAR_BELOW_ZERO = -3.0  # GELU'(-3) = -0.012, SiLU'(-3) = -0.09, ELU'(-3) = 0.05: the smooth units' flat tail
 
 
-# ---------------------------------------------------------------------------
-# the statistics
+def bounded(threshold: float) -> FlatRule:
+    return FlatRule("output", lambda t: t.abs() > threshold, f"|t| > {threshold:g}")
 
 
-# flat_mask and activation_summary are namegen.stats', shared with the divergence report
+def flat_rules(saturation_threshold: float = SATURATION_THRESHOLD) -> dict[type, FlatRule]:
+    """Activation type -> its flat region. Sigmoid is tanh rescaled: s = (1 + tanh(x/2)) / 2, s' = (1 - (2s-1)^2) / 4."""
+    below = FlatRule("input", lambda x: x < FAR_BELOW_ZERO, f"x < {FAR_BELOW_ZERO:g}")
+    return {
+        nn.Tanh: bounded(saturation_threshold),
+        nn.Hardtanh: FlatRule("input", lambda x: x.abs() >= 1, "|x| >= 1"),
+        nn.Sigmoid: FlatRule("output", lambda s: (2 * s - 1).abs() > saturation_threshold,
+                             f"|2s - 1| > {saturation_threshold:g}"),
+        nn.ReLU: FlatRule("output", lambda t: t <= 0, "t <= 0"),
+        nn.LeakyReLU: FlatRule("input", lambda x: x <= 0, "x <= 0 (slope only negative_slope)"),
+        nn.GELU: below,
+        nn.SiLU: below,
+        nn.Mish: below,
+        nn.ELU: below,
+    }
+
+
+NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
+              nn.InstanceNorm3d, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+
+
+def rule_for(module: nn.Module, rules: dict[type, FlatRule]) -> FlatRule | None:
+    return next((rule for cls in type(module).__mro__ if (rule := rules.get(cls)) is not None), None)
+
+
+def check_threshold(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise ValueError(f"saturation_threshold={value!r} must be in (0, 1): |tanh| (and |2 sigmoid - 1|) above it is flat")
+    return float(value)
+
+
+def activation_summary(x: torch.Tensor, t: torch.Tensor, rule: FlatRule | None) -> dict[str, float]:
+    """mean and std of the output `t`; with a rule, saturation (fraction of flat entries) and dead (fraction of
+    units flat for every example: the last dimension is the unit, every other one an example)."""
+    summary = {"mean": t.mean().item(), "std": t.std().item() if t.numel() > 1 else 0.0}
+    if rule is not None:
+        flat = rule.flat(t if rule.on == "output" else x)
+        summary["saturation"] = flat.float().mean().item()
+        summary["dead"] = flat.reshape(-1, flat.shape[-1]).all(dim=0).float().mean().item() if flat.dim() else 0.0
+    return summary
 
 
 def grad_data_ratio(grad: torch.Tensor, weight: torch.Tensor) -> float:
@@ -59,74 +98,101 @@ def grad_data_ratio(grad: torch.Tensor, weight: torch.Tensor) -> float:
 def update_ratio(new: torch.Tensor, old: torch.Tensor) -> float:
     """log10(std(new - old) / std(old)); about -3 is a healthy learning rate (makemore part 3).
 
-    Not finite when `old` is constant (a freshly initialized bias or norm gain) or nothing moved.
+    Not finite when `old` is constant or nothing moved.
     """
-    if old.numel() < 2:
-        return math.nan
-    with torch.no_grad():
-        ratio = ((new - old).std() / old.std()).item()
+    ratio = ((new - old).std() / old.std()).item()
     return math.log10(ratio) if ratio > 0 and math.isfinite(ratio) else math.nan
 
 
-def weight_matrices(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """The 2-D parameters (embedding, hidden linears, head), as `named_parameters` names them."""
-    return [(name, p) for name, p in model.named_parameters() if p.ndim == 2]
-
-
 # ---------------------------------------------------------------------------
-# hooks
+# what to watch
 
 
-class LayerRecorder:
-    """Forward hooks on each `block.act` that keep its input, output and the gradient of its output.
+def check_selection(modules: Sequence[str] | None, pattern: str | None) -> None:
+    if modules is not None and pattern is not None:
+        raise ValueError("give modules (a list of names) or pattern (a regex), not both")
+    if modules is not None and (isinstance(modules, str) or not all(isinstance(m, str) for m in modules)):
+        raise ValueError(f"modules={modules!r} must be a list of module names, such as ['model.hidden.0.act']")
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"pattern={pattern!r} is not a regular expression ({e})") from None
 
-    Only the first forward of the step is kept: with gradient accumulation or a
-    closure optimizer the later ones would mix other batches or updated weights in.
-    Call `remove()` to detach every hook; the recorder holds no reference to the model after it.
+
+def select_modules(
+    root: nn.Module, want: Callable[[nn.Module], bool], modules: Sequence[str] | None = None, pattern: str | None = None
+) -> list[tuple[str, nn.Module]]:
+    """(name, module) pairs to watch, in registration order: those `want` accepts, or the named ones, or the
+    ones whose name matches `pattern`. An unknown name is refused with the names that exist."""
+    named = [(name, m) for name, m in root.named_modules() if name]
+    if modules is not None:
+        index = dict(named)
+        missing = [n for n in modules if n not in index]
+        if missing:
+            found = ", ".join(n for n, m in named if want(m)) or "none of the known types"
+            raise ValueError(f"no module named {', '.join(map(repr, missing))} in {type(root).__name__}; "
+                             f"activations found: {found}")
+        return [(n, index[n]) for n in modules]
+    if pattern is not None:
+        return [(n, m) for n, m in named if re.search(pattern, n)]
+    return [(n, m) for n, m in named if want(m)]
+
+
+def weight_matrices(root: nn.Module) -> list[tuple[int, str, nn.Parameter]]:
+    """(index, name, parameter) of every trainable parameter of 2 or more dimensions, in parameter order."""
+    matrices = [(name, p) for name, p in root.named_parameters() if p.dim() >= 2 and p.requires_grad]
+    return [(j, name, p) for j, (name, p) in enumerate(matrices)]
+
+
+class Recorder:
+    """Forward hooks on the watched modules, for one step: each module's first input, output and output gradient.
+
+    The order in which the modules first run is the forward order (`order`). Only the first
+    call of each module is kept: a module called twice, or several forward passes in a step
+    (gradient accumulation), would mix other inputs in. `remove()` detaches every hook.
     """
 
-    def __init__(self, blocks: nn.ModuleList, inputs: bool = False, outputs: bool = False, grads: bool = False):
-        self.inputs: dict[int, torch.Tensor] = {}
-        self.outputs: dict[int, torch.Tensor] = {}
-        self.grads: dict[int, torch.Tensor] = {}
-        self._want_inputs, self._want_outputs, self._want_grads = inputs, outputs, grads
-        self._seen: set[int] = set()
-        self._handles: list[RemovableHandle] = [
-            block.act.register_forward_hook(self._forward_hook(i)) for i, block in enumerate(blocks)
-        ]
+    def __init__(self, modules: Iterable[tuple[str, nn.Module]], inputs: bool = False, outputs: bool = False,
+                 grads: bool = False):
+        self.order: list[str] = []
+        self.inputs: dict[str, torch.Tensor] = {}
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.grads: dict[str, torch.Tensor] = {}
+        self.want = (inputs, outputs, grads)
+        self.handles: list[RemovableHandle] = [m.register_forward_hook(self.forward_hook(n)) for n, m in modules]
 
-    def _forward_hook(self, index: int):
-        def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
-            if index in self._seen:
+    def forward_hook(self, name: str):
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if name in self.order or not isinstance(output, torch.Tensor):
                 return
-            self._seen.add(index)
-            # clone: an in-place activation (ReLU(inplace=True)) would overwrite its input with the output
-            if self._want_inputs:
-                self.inputs[index] = args[0].detach().clone()
-            if self._want_outputs:
-                self.outputs[index] = output.detach()
-            if self._want_grads and output.requires_grad:
-                self._handles.append(output.register_hook(self._grad_hook(index)))
+            self.order.append(name)
+            inputs, outputs, grads = self.want
+            if inputs and args and isinstance(args[0], torch.Tensor):
+                self.inputs[name] = args[0].detach().clone()  # an in-place activation would overwrite it
+            if outputs:
+                self.outputs[name] = output.detach()
+            if grads and output.requires_grad:
+                self.handles.append(output.register_hook(lambda g: self.grads.__setitem__(name, g.detach())))
 
         return hook
 
-    def _grad_hook(self, index: int):
-        def hook(grad: torch.Tensor) -> None:
-            self.grads[index] = grad.detach()
-
-        return hook
+    def indexed(self) -> list[tuple[int, str]]:
+        """(forward index, name) of every module that ran."""
+        return list(enumerate(self.order))
 
     def remove(self) -> None:
-        for handle in self._handles:
+        for handle in self.handles:
             handle.remove()
-        self._handles.clear()
+        self.handles.clear()
 
 
 # ---------------------------------------------------------------------------
-# callbacks
+# the callbacks' skeleton
 
 
 def check_interval(name: str, value: Any, allow_none: bool = False) -> None:
+    """The callbacks' one positive-integer rule."""
     if value is None and allow_none:
         return
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -134,211 +200,145 @@ def check_interval(name: str, value: Any, allow_none: bool = False) -> None:
         raise ValueError(f"{name}={value!r} must be a positive integer (a number of optimizer steps){extra}")
 
 
-class TensorBoardCallback(L.Callback):
-    """Finds the TensorBoardLogger in `setup`; without one it warns once and stays idle."""
+class StepDiagnostic(L.Callback):
+    """A diagnostic that looks at one optimizer step every `every_n_steps` (step 0 and the last step included).
 
-    def __init__(self) -> None:
-        self._logger: TensorBoardLogger | None = None
-        self._warned = False
+    Steps are counted by `trainer.global_step`: the values written at step s come from the
+    forward pass that saw s updates. Through Lightning's public hooks only, on rank zero:
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
-        hidden = getattr(getattr(pl_module, "model", None), "hidden", None)
-        if not isinstance(hidden, nn.ModuleList) or not all(isinstance(getattr(b, "act", None), nn.Module) for b in hidden):
-            raise TypeError(
-                f"{type(self).__name__} watches `pl_module.model.hidden[i].act`;"
-                f" {type(pl_module).__name__} has no such layers"
-            )
-        self._logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-        if self._logger is None and not self._warned:
-            self._warned = True
-            found = ", ".join(type(lg).__name__ for lg in trainer.loggers) or "none"
-            rank_zero_warn(
-                f"{type(self).__name__} writes to TensorBoard but the trainer has no TensorBoardLogger"
-                f" (loggers: {found}); it does nothing in this run. Use logger=tensorboard to see the diagnostics."
-            )
+    - `on_train_batch_start`: `start_step` (attach forward hooks, snapshots);
+    - `on_before_optimizer_step`: `before_update`: gradients final, weights not yet changed;
+    - `on_train_batch_end`, once `global_step` has moved (after gradient accumulation): `end_step`,
+      then `release` drops every hook and tensor.
 
-    @property
-    def writer(self) -> Any:
-        """The logger's `SummaryWriter`; only touch it on rank zero."""
-        assert self._logger is not None
-        return self._logger.experiment
-
-
-Chart = list  # ["Multiline", [tag regex, ...]], as SummaryWriter.add_custom_scalars takes it
-
-
-class DiagnosticCallback(TensorBoardCallback):
-    """The step lifecycle of a diagnostic that writes every `every_n_steps` optimizer steps, step 0 included.
-
-    On a logging step (and only then, after one modulo check in `on_train_batch_start`):
-    `start_step` runs before the step's forward pass; `before_update` once its
-    gradients are final and the weights not yet changed; `end_step` right after the
-    optimizer's update; then `release` drops every hook and tensor. Subclasses
-    override those four; all but `start_step` run under `torch.no_grad()`.
-
-    The update is seen through the torch optimizer's own step hooks, registered for
-    the logging step only: `end_step` runs in its post-step hook. `before_update` runs
-    in its pre-step hook when the optimizer is stepped without a closure (a module
-    that steps it itself, as namegen's does), else in Lightning's
-    `on_before_optimizer_step`, which follows the closure's backward. Either way it
-    sees exactly one step, also when a module takes several optimizer steps per
-    batch (`pl_module.steps_per_batch`, as namegen's `NameGen` does): the logging
-    step must then begin a batch, so `every_n_steps` must be a multiple of it.
-    Validation and the sanity check run outside that window, so they never reach the statistics.
-
-    `charts` are the diagnostic's TensorBoard custom-scalars charts (category -> title -> chart).
-    At fit start the first diagnostic in `trainer.callbacks` writes one layout with the charts
-    of all of them, so each quantity is one multi-line chart across layers in the Custom Scalars tab
-    and no extra callback runs on every step for it.
+    A module that steps its optimizer several times in one batch (manual optimization) is
+    seen at its first step's gradients; the update then spans the batch.
     """
 
-    charts: dict[str, dict[str, Chart]] = {}
-
     def __init__(self, every_n_steps: int, histogram_every_n_steps: int | None = None) -> None:
-        super().__init__()
         check_interval("every_n_steps", every_n_steps)
         check_interval("histogram_every_n_steps", histogram_every_n_steps, allow_none=True)
-        if histogram_every_n_steps is not None and histogram_every_n_steps % every_n_steps:
-            raise ValueError(
-                f"histogram_every_n_steps={histogram_every_n_steps} must be a multiple of every_n_steps={every_n_steps}"
-                " (histograms are written on a subset of the logging steps)"
-            )
         self.every_n_steps = every_n_steps
         self.histogram_every_n_steps = histogram_every_n_steps
-        self._step: int | None = None  # the logging step in progress
-        self._last_step: int | None = None
-        self._updated = False  # before_update has run for self._step
-        self._context: tuple[L.Trainer, L.LightningModule] | None = None  # for the optimizer's hooks
-        self._optimizer_hooks: list[RemovableHandle] = []
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        self._step = self._last_step = None
-        k = getattr(pl_module, "steps_per_batch", 1)
-        if stage == "fit" and self.every_n_steps % k:
-            raise ValueError(
-                f"{type(self).__name__}: every_n_steps={self.every_n_steps} is not a multiple of the module's "
-                f"steps_per_batch={k}, so its logging steps would fall inside a batch; make it a multiple of {k}"
-            )
-
-    def histograms_due(self, step: int) -> bool:
-        return self.histogram_every_n_steps is not None and step % self.histogram_every_n_steps == 0
+        self.step: int | None = None  # the step being watched
+        self.updated = False
+        self.warned: set[str] = set()
 
     # -- what subclasses fill in ---------------------------------------------------
 
-    def start_step(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
-        """Attach hooks / take snapshots before the forward pass of a logging step."""
+    def start_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Attach hooks / take snapshots before the forward pass."""
 
-    def before_update(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+    def before_update(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Gradients are final and the weights are still those the forward pass used."""
 
-    def end_step(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+    def end_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The optimizer has stepped; write what was recorded."""
 
     def release(self) -> None:
         """Drop every hook and tensor of the step; also called on teardown and on an exception."""
 
+    # -- scheduling ------------------------------------------------------------------
+
+    def due(self, trainer: L.Trainer, step: int) -> bool:
+        return step % self.every_n_steps == 0 or step == trainer.max_steps - 1
+
+    def histograms_due(self, trainer: L.Trainer, step: int) -> bool:
+        every = self.histogram_every_n_steps
+        return every is not None and (step % every == 0 or step == trainer.max_steps - 1)
+
+    # -- writing -------------------------------------------------------------------
+
+    def log_scalars(self, trainer: L.Trainer, metrics: dict[str, float]) -> None:
+        """To every logger, in one call each, at the watched step."""
+        finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
+        for logger in trainer.loggers:
+            logger.log_metrics(finite, step=self.step)
+
+    def writers(self, trainer: L.Trainer, kind: str) -> list[Any]:
+        """The experiments of the loggers that take `kind` (histogram, image): TensorBoard's SummaryWriter and
+        alike. Warns once per kind about the loggers that can't."""
+        method = f"add_{kind}"
+        able = [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, method)]
+        unable = [type(lg).__name__ for lg in trainer.loggers if not hasattr(lg.experiment, method)]
+        if unable and kind not in self.warned:
+            self.warned.add(kind)
+            rank_zero_warn(f"{type(self).__name__}: {', '.join(unable)} cannot hold {kind}s; they are skipped there "
+                           "(scalars still go to every logger)")
+        return able
+
     # -- Lightning hooks -----------------------------------------------------------
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if len(trainer.optimizers) > 1:  # the step ends at the first optimizer's update: later ones would go unseen
-            raise ValueError(f"{type(self).__name__} watches one optimizer; this module has {len(trainer.optimizers)}")
-        if self._logger is None or not trainer.is_global_zero:
-            return
-        diagnostics = [cb for cb in trainer.callbacks if isinstance(cb, DiagnosticCallback)]
-        if diagnostics[0] is not self:
-            return
-        layout: dict[str, dict[str, Chart]] = {}
-        for cb in diagnostics:
-            for category, charts in cb.charts.items():
-                layout.setdefault(category, {}).update(charts)
-        if layout:
-            self.writer.add_custom_scalars(layout)
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
-        if step % self.every_n_steps or self._step is not None or step == self._last_step:
-            return  # not a logging step, or a later micro-batch of one (gradient accumulation)
-        if self._logger is None or not trainer.is_global_zero:
+        if self.step is not None or not trainer.is_global_zero or not trainer.loggers or not self.due(trainer, step):
             return
-        self._step = self._last_step = step
-        self._updated = False
-        self._context = (trainer, pl_module)
-        self.start_step(trainer, pl_module, step)
-        for optimizer in trainer.optimizers:
-            self._optimizer_hooks.append(optimizer.register_step_pre_hook(self._on_optimizer_pre_step))
-            self._optimizer_hooks.append(optimizer.register_step_post_hook(self._on_optimizer_post_step))
+        self.step, self.updated = step, False
+        self.start_step(trainer, pl_module)
 
-    def _on_optimizer_pre_step(self, optimizer: Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        # args[0] is the optimizer; a closure (the next argument) would run the backward after this hook
-        if len(args) < 2 and kwargs.get("closure") is None:
-            self._before_update()
-
-    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Optimizer) -> None:
-        self._before_update()
-
-    def _before_update(self) -> None:
-        if self._step is None or self._updated:
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        if self.step is None or self.updated:
             return
-        self._updated = True
+        self.updated = True
         with torch.no_grad():
-            self.before_update(*self._context, self._step)
+            self.before_update(trainer, pl_module)
 
-    def _on_optimizer_post_step(self, optimizer: Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if self._step is None:
-            return  # a later step of the batch: this hook goes at the batch's end
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.step is None or trainer.global_step == self.step:
+            return  # not watching, or no update yet (gradient accumulation)
         try:
             with torch.no_grad():
-                self.end_step(*self._context, self._step)
+                self.end_step(trainer, pl_module)
         finally:
-            self._end_step()
+            self.finish()
 
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if self._step is None:  # torch forbids removing an optimizer hook from inside one, so it goes here
-            self._remove_optimizer_hooks()
-
-    def _end_step(self) -> None:
-        self._step, self._context = None, None
+    def finish(self) -> None:
+        self.step = None
         self.release()
 
-    def _remove_optimizer_hooks(self) -> None:
-        for handle in self._optimizer_hooks:
-            handle.remove()
-        self._optimizer_hooks.clear()
-
-    def _finish(self) -> None:
-        self._remove_optimizer_hooks()
-        self._end_step()
-
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._finish()
+        self.finish()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._finish()
+        self.finish()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._finish()
+        self.finish()
 
 
-class RecordingCallback(DiagnosticCallback):
-    """A diagnostic that records hidden-layer tensors through a `LayerRecorder` on its logging steps."""
+class ModuleDiagnostic(StepDiagnostic):
+    """A diagnostic that records the watched modules (activations, or `modules` / `pattern`) through a `Recorder`."""
 
-    record: dict[str, bool] = {}  # LayerRecorder flags: inputs, outputs, grads
+    record: dict[str, bool] = {}  # Recorder flags: inputs, outputs, grads
 
-    def __init__(self, every_n_steps: int, histogram_every_n_steps: int | None = None) -> None:
+    def __init__(self, every_n_steps: int, histogram_every_n_steps: int | None = None,
+                 modules: Sequence[str] | None = None, pattern: str | None = None,
+                 saturation_threshold: float = SATURATION_THRESHOLD) -> None:
         super().__init__(every_n_steps, histogram_every_n_steps)
-        self.recorder: LayerRecorder | None = None
+        check_selection(modules, pattern)
+        self.modules = list(modules) if modules is not None else None
+        self.pattern = pattern
+        self.saturation_threshold = check_threshold(saturation_threshold)
+        self.rules = flat_rules(self.saturation_threshold)
+        self.watched: list[tuple[str, nn.Module]] = []
+        self.recorder: Recorder | None = None
 
-    def start_step(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
-        self.recorder = LayerRecorder(pl_module.model.hidden, **self.record)
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self.watched = select_modules(pl_module, lambda m: rule_for(m, self.rules) is not None, self.modules, self.pattern)
+        if not self.watched:
+            rank_zero_warn(f"{type(self).__name__}: {type(pl_module).__name__} has no activation modules of a known type "
+                           f"({', '.join(t.__name__ for t in self.rules)}); give modules=[...] or pattern=... to watch")
+
+    def start_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.recorder = Recorder(self.watched, **self.record)
 
     def release(self) -> None:
         if self.recorder is not None:
             self.recorder.remove()
             self.recorder = None
+
+    def rule(self, name: str) -> FlatRule | None:
+        return rule_for(dict(self.watched)[name], self.rules)

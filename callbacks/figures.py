@@ -1,23 +1,18 @@
-"""makemore part 3's diagnostic plots, as TensorBoard images."""
+"""makemore part 3's diagnostic plots, as images, for any LightningModule."""
 
 from __future__ import annotations
+
+from typing import Any, Sequence
 
 import lightning as L
 import numpy as np
 import torch
-from matplotlib.figure import Figure
-from lightning.pytorch.utilities import rank_zero_warn
 
 from callbacks.base import (
-    FIGURES,
-    RecordingCallback,
-    activation_summary,
-    flat_mask,
-    grad_data_ratio,
+    FIGURES, SATURATION_THRESHOLD, ModuleDiagnostic, activation_summary, check_interval, grad_data_ratio, update_ratio,
     weight_matrices,
 )
-from callbacks.update_ratio import UpdateRatio
-from namegen.plots import distributions, new_axes, render, update_ratios
+from callbacks.plots import distributions, new_axes, render, update_ratios
 
 BINS = 50
 
@@ -30,122 +25,121 @@ def density(values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return (edges[:-1] + edges[1:]) / 2, hist
 
 
-class DiagnosticFigures(RecordingCallback):
-    """Writes makemore's five diagnostic plots as TensorBoard images at step 0 and every `every_n_steps`.
+class DiagnosticFigures(ModuleDiagnostic):
+    """Writes makemore's five diagnostic plots as images at step 0, every `every_n_steps` and at the last step.
 
-    figures/activations        distribution of each hidden layer's activation; legend: mean, std, saturation %
-    figures/activation_grads   distribution of the gradient of each hidden activation; legend: mean, std
+    figures/activations        distribution of each activation's output; legend: mean, std, saturation %
+    figures/activation_grads   distribution of the gradient of each activation's output; legend: mean, std
     figures/weight_grads       distribution of each weight matrix's gradient; legend: shape, std, grad:data ratio
     figures/update_ratios      log10 update:data ratio of each weight matrix over the steps so far, with the
-                               -3 guide line; read from the `UpdateRatio` callback's history (skipped without one)
-    figures/saturation_map     one layer's units x examples, white where the unit is in its flat region
-                               (|t| > saturation_threshold for tanh, t <= 0 for relu)
+                               -3 guide line, measured by this callback every `update_every_n_steps`
+    figures/saturation_map     one activation's units x examples, white where the unit is in its flat region
 
     Drawing the five costs about half a second (matplotlib), so the default interval is sparse.
-    Put `UpdateRatio` before this callback so each update-ratio plot includes its own step.
+    It stands alone: it measures the update ratios it plots itself.
 
     Example::
 
-        callbacks = [UpdateRatio(every_n_steps=500), DiagnosticFigures(every_n_steps=10000, saturation_layer=-1)]
-        trainer = L.Trainer(logger=TensorBoardLogger("runs"), callbacks=callbacks)
+        trainer = L.Trainer(logger=TensorBoardLogger("runs"), callbacks=[DiagnosticFigures(every_n_steps=10000)])
 
     Args:
-        every_n_steps: draw the figures every this many optimizer steps, and at step 0.
-        saturation_layer: the hidden layer of the saturation map; negative counts from the last (-1).
-        saturation_threshold: |tanh| above this counts as saturated, in (0, 1).
+        every_n_steps: draw the figures every this many optimizer steps, at step 0 and at the last step.
+        update_every_n_steps: measure the update ratios for figures/update_ratios every this many steps.
+        saturation_layer: the activation (in forward order) of the saturation map; negative counts from the last.
+        modules, pattern, saturation_threshold: as for `ActivationStats`.
     """
 
-    record = {"outputs": True, "grads": True}
+    record = {"inputs": True, "outputs": True, "grads": True}
 
-    def __init__(
-        self, every_n_steps: int = 10000, saturation_layer: int = 0, saturation_threshold: float = 0.97
-    ) -> None:
-        super().__init__(every_n_steps)
+    def __init__(self, every_n_steps: int = 10000, update_every_n_steps: int = 500, saturation_layer: int = 0,
+                 modules: Sequence[str] | None = None, pattern: str | None = None,
+                 saturation_threshold: float = SATURATION_THRESHOLD) -> None:
+        super().__init__(every_n_steps, None, modules, pattern, saturation_threshold)
+        check_interval("update_every_n_steps", update_every_n_steps)
         if not isinstance(saturation_layer, int) or isinstance(saturation_layer, bool):
-            raise ValueError(
-                f"saturation_layer={saturation_layer!r} must be an integer layer index (negative counts from the last)"
-            )
-        if not isinstance(saturation_threshold, (int, float)) or not 0.0 < saturation_threshold < 1.0:
-            raise ValueError(f"saturation_threshold={saturation_threshold!r} must be in (0, 1), the range of |tanh|")
+            raise ValueError(f"saturation_layer={saturation_layer!r} must be an integer index (negative counts from the last)")
+        self.update_every_n_steps = update_every_n_steps
         self.saturation_layer = saturation_layer
-        self.saturation_threshold = float(saturation_threshold)
-        self._update_ratio: UpdateRatio | None = None
-        self._weight_grads: list[tuple[str, tuple[int, ...], torch.Tensor, float]] = []
+        self.history: dict[str, list[tuple[int, float]]] = {}
+        self.before: dict[str, torch.Tensor] = {}
+        self.weight_grads: list[tuple[str, tuple[int, ...], torch.Tensor, float]] = []
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        if stage != "fit":
+    def figures_due(self, trainer: L.Trainer, step: int) -> bool:
+        return super().due(trainer, step)
+
+    def due(self, trainer: L.Trainer, step: int) -> bool:
+        return self.figures_due(trainer, step) or step % self.update_every_n_steps == 0
+
+    def before_update(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        matrices = weight_matrices(pl_module)
+        self.before = {name: p.detach().clone() for _, name, p in matrices}
+        if self.figures_due(trainer, self.step):  # copied now: after the update the weights no longer match them
+            self.weight_grads = [(name, tuple(p.shape), p.grad.detach().clone(), grad_data_ratio(p.grad, p))
+                                 for _, name, p in matrices if p.grad is not None]
+
+    def end_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for _, name, p in weight_matrices(pl_module):
+            if name in self.before:
+                self.history.setdefault(name, []).append((self.step, update_ratio(p.detach(), self.before[name])))
+        if not self.figures_due(trainer, self.step) or not self.recorder.order:
             return
-        depth = len(pl_module.model.hidden)
-        if not -depth <= self.saturation_layer < depth:
-            raise ValueError(
-                f"saturation_layer={self.saturation_layer} is out of range for {depth} hidden layers;"
-                f" choose {-depth}..{depth - 1}"
-            )
-        self._update_ratio = next((cb for cb in trainer.callbacks if isinstance(cb, UpdateRatio)), None)
-        if self._update_ratio is None and self._logger is not None:
-            rank_zero_warn(f"{FIGURES}/update_ratios needs the UpdateRatio callback, which this trainer lacks: skipped")
-
-    def before_update(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
-        # Copied now: after the update the weights no longer match the gradients.
-        self._weight_grads = [
-            (name, tuple(p.shape), p.grad.detach().clone(), grad_data_ratio(p.grad, p))
-            for name, p in weight_matrices(pl_module.model)
-            if p.grad is not None
-        ]
-
-    def end_step(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
-        if not self.recorder.outputs:
-            return  # the step ran no forward pass through the hidden layers
-        activation = pl_module.model.cfg.activation
+        writers = self.writers(trainer, "image")
+        if not writers:
+            return
         figures = {
-            "activations": self.activations_figure(self.recorder.outputs, activation, step),
-            "activation_grads": self.activation_grads_figure(self.recorder.grads, step),
-            "weight_grads": self.weight_grads_figure(step),
-            "saturation_map": self.saturation_map_figure(self.recorder.outputs, activation, step),
+            "activations": self.activations_figure(),
+            "activation_grads": self.activation_grads_figure(),
+            "weight_grads": self.weight_grads_figure(),
+            "update_ratios": update_ratios(self.history, f"update:data ratio, up to step {self.step}"),
+            "saturation_map": self.saturation_map_figure(),
         }
-        if self._update_ratio is not None:
-            names = [name for name, _ in weight_matrices(pl_module.model)]
-            figures["update_ratios"] = self.update_ratios_figure(self._update_ratio.history, names, step)
         for name, fig in figures.items():
-            self.writer.add_image(f"{FIGURES}/{name}", render(fig), global_step=step, dataformats="HWC")
+            image = render(fig)
+            for writer in writers:
+                writer.add_image(f"{FIGURES}/{name}", image, global_step=self.step, dataformats="HWC")
 
     def release(self) -> None:
         super().release()
-        self._weight_grads = []
+        self.before, self.weight_grads = {}, []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": {name: [list(point) for point in points] for name, points in self.history.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        history = state_dict.get("history", {})
+        self.history = {name: [(int(s), float(r)) for s, r in points] for name, points in history.items()}
 
     # -- the figures ---------------------------------------------------------------
 
-    def activations_figure(self, outputs: dict[int, torch.Tensor], activation: str, step: int) -> Figure:
+    def activations_figure(self):
         curves = []
-        for i, t in sorted(outputs.items()):
-            s = activation_summary(t, activation, self.saturation_threshold)
-            label = f"layer {i}: mean {s['mean']:+.2f}, std {s['std']:.2f}, saturated {s['saturation']:.1%}"
-            curves.append((label, *density(t)))
-        return distributions(f"activation distribution, step {step}", f"{activation} output", curves)
+        for i, name in self.recorder.indexed():
+            t = self.recorder.outputs[name]
+            s = activation_summary(self.recorder.inputs.get(name), t, self.rule(name))
+            sat = f", saturated {s['saturation']:.1%}" if "saturation" in s else ""
+            curves.append((f"{i} {name}: mean {s['mean']:+.2f}, std {s['std']:.2f}{sat}", *density(t)))
+        return distributions(f"activation distribution, step {self.step}", "activation output", curves)
 
-    def activation_grads_figure(self, grads: dict[int, torch.Tensor], step: int) -> Figure:
-        curves = [(f"layer {i}: mean {g.mean().item():+.2e}, std {g.std().item():.2e}", *density(g))
-                  for i, g in sorted(grads.items())]
-        return distributions(f"activation gradient distribution, step {step}", "d loss / d activation", curves)
+    def activation_grads_figure(self):
+        curves = [(f"{i} {name}: mean {g.mean().item():+.2e}, std {g.std().item():.2e}", *density(g))
+                  for i, name in self.recorder.indexed() if (g := self.recorder.grads.get(name)) is not None]
+        return distributions(f"activation gradient distribution, step {self.step}", "d loss / d activation", curves)
 
-    def weight_grads_figure(self, step: int) -> Figure:
+    def weight_grads_figure(self):
         curves = [(f"{name} {shape}: std {g.std().item():.2e}, grad:data {ratio:.2e}", *density(g))
-                  for name, shape, g, ratio in self._weight_grads]
-        return distributions(f"weight gradient distribution, step {step}", "d loss / d weight", curves)
+                  for name, shape, g, ratio in self.weight_grads]
+        return distributions(f"weight gradient distribution, step {self.step}", "d loss / d weight", curves)
 
-    def update_ratios_figure(self, history: dict[str, list[tuple[int, float]]], names: list[str], step: int) -> Figure:
-        series = {name: history[name] for name in names if history.get(name)}
-        return update_ratios(series, f"update:data ratio, up to step {step}")
-
-    def saturation_map_figure(self, outputs: dict[int, torch.Tensor], activation: str, step: int) -> Figure:
-        layer = self.saturation_layer % len(outputs)
-        flat = flat_mask(outputs[layer], activation, self.saturation_threshold).T  # (units, examples)
-        rule = f"|t| > {self.saturation_threshold:g}" if activation != "relu" else "t <= 0"
-        fig, ax = new_axes(
-            f"layer {layer}, step {step}: white where {rule} ({flat.float().mean().item():.1%} of units x examples)",
-            "example",
-            "unit",
-        )
+    def saturation_map_figure(self):
+        order = self.recorder.order
+        name = order[self.saturation_layer % len(order)]
+        rule, t = self.rule(name), self.recorder.outputs[name]
+        fig, ax = new_axes(f"{name}, step {self.step}", "example", "unit")
+        if rule is None:
+            ax.set_title(f"{name}: no flat region defined for {type(dict(self.watched)[name]).__name__}")
+            return fig
+        flat = rule.flat(t if rule.on == "output" else self.recorder.inputs[name])
+        flat = flat.reshape(-1, flat.shape[-1]).T  # (units, examples)
+        ax.set_title(f"{name}, step {self.step}: white where {rule.text} ({flat.float().mean().item():.1%})")
         ax.imshow(flat.cpu().numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
         return fig

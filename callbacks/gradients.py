@@ -1,35 +1,30 @@
-"""Backward-pass statistics: the gradient reaching each hidden activation, and each weight matrix's gradient."""
+"""Backward-pass statistics: the gradient reaching each activation, and each weight matrix's gradient."""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import lightning as L
 
 from callbacks.base import (
-    GRAD,
-    GRAD_DATA_RATIO,
-    HISTOGRAM_BINS,
-    WEIGHT_GRAD,
-    RecordingCallback,
-    grad_data_ratio,
-    layer_regex,
-    layer_tag,
+    GRAD, GRAD_DATA_RATIO, HISTOGRAM_BINS, SATURATION_THRESHOLD, WEIGHT_GRAD, ModuleDiagnostic, grad_data_ratio, tag,
     weight_matrices,
 )
 
 
-class GradientStats(RecordingCallback):
-    """Writes the gradients of a training step, before the optimizer uses them.
+class GradientStats(ModuleDiagnostic):
+    """Writes the gradients of a training step, before the optimizer uses them, for any LightningModule.
 
-    Scalars (every `every_n_steps` optimizer steps and at step 0):
-        grad/layer_{i:02d}/mean, grad/layer_{i:02d}/std   d loss / d (output of hidden layer i's activation)
-        grad_data_ratio/{name}                            grad.std() / weight.std() of every weight matrix (2-D
-                                                          parameter: `wte.weight`, `hidden.0.linear.weight`, ..., `head.weight`)
-    Histograms (every `histogram_every_n_steps`, a multiple of `every_n_steps`; None for none):
-        grad/layer_{i:02d}, weight_grad/{name}
+    Scalars (every `every_n_steps` optimizer steps, at step 0 and at the last step):
+        grad/i.path/mean, grad/i.path/std   d loss / d (output of activation module i, in forward order)
+        grad_data_ratio/j.name              grad.std() / weight.std() of every parameter of 2 or more
+                                            dimensions (j: parameter order), e.g. `model.hidden.0.linear.weight`
+    Histograms (every `histogram_every_n_steps`; None for none), to loggers that take them:
+        grad/i.path, weight_grad/j.name
 
-    Weight gradients are read just before the optimizer's update (see `DiagnosticCallback`):
-    after backward (and gradient accumulation), before clipping and the update, so the ratio compares the
-    gradient with the weights it was computed at.
+    Weight gradients are read in `on_before_optimizer_step`: after backward (and gradient
+    accumulation), before clipping and the update, so the ratio compares the gradient with the
+    weights it was computed at.
 
     Example::
 
@@ -38,30 +33,32 @@ class GradientStats(RecordingCallback):
     Args:
         every_n_steps: write the scalars every this many optimizer steps.
         histogram_every_n_steps: write the histograms every this many steps, or None for none.
+        modules, pattern: which modules' output gradients to watch instead of the discovered activations.
+        saturation_threshold: unused here; accepted so every diagnostic takes the same selection arguments.
     """
 
     record = {"grads": True}
-    charts = {
-        "gradients": {
-            "activation gradient std": ["Multiline", [layer_regex(GRAD, "std")]],
-            "activation gradient mean": ["Multiline", [layer_regex(GRAD, "mean")]],
-            "grad:data ratio of the weight matrices": ["Multiline", [rf"^{GRAD_DATA_RATIO}/"]],
-        }
-    }
 
-    def __init__(self, every_n_steps: int = 500, histogram_every_n_steps: int | None = 2000) -> None:
-        super().__init__(every_n_steps, histogram_every_n_steps)
+    def __init__(self, every_n_steps: int = 500, histogram_every_n_steps: int | None = 2000,
+                 modules: Sequence[str] | None = None, pattern: str | None = None,
+                 saturation_threshold: float = SATURATION_THRESHOLD) -> None:
+        super().__init__(every_n_steps, histogram_every_n_steps, modules, pattern, saturation_threshold)
 
-    def before_update(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
-        writer, histograms = self.writer, self.histograms_due(step)
-        for i, g in sorted(self.recorder.grads.items()):
-            writer.add_scalar(layer_tag(GRAD, i, "mean"), g.mean().item(), global_step=step)
-            writer.add_scalar(layer_tag(GRAD, i, "std"), g.std().item(), global_step=step)
-            if histograms:
-                writer.add_histogram(layer_tag(GRAD, i), g, global_step=step, bins=HISTOGRAM_BINS)
-        for name, p in weight_matrices(pl_module.model):
+    def before_update(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        scalars = {}
+        histograms = self.writers(trainer, "histogram") if self.histograms_due(trainer, self.step) else []
+        for i, name in self.recorder.indexed():
+            g = self.recorder.grads.get(name)
+            if g is None:
+                continue  # no gradient reached it (a frozen branch)
+            scalars[tag(GRAD, i, name, "mean")] = g.mean().item()
+            scalars[tag(GRAD, i, name, "std")] = g.std().item()
+            for writer in histograms:
+                writer.add_histogram(tag(GRAD, i, name), g, global_step=self.step, bins=HISTOGRAM_BINS)
+        for j, name, p in weight_matrices(pl_module):
             if p.grad is None:
-                continue  # frozen or unused this step
-            writer.add_scalar(f"{GRAD_DATA_RATIO}/{name}", grad_data_ratio(p.grad, p), global_step=step)
-            if histograms:
-                writer.add_histogram(f"{WEIGHT_GRAD}/{name}", p.grad, global_step=step, bins=HISTOGRAM_BINS)
+                continue  # unused this step
+            scalars[tag(GRAD_DATA_RATIO, j, name)] = grad_data_ratio(p.grad, p)
+            for writer in histograms:
+                writer.add_histogram(tag(WEIGHT_GRAD, j, name), p.grad, global_step=self.step, bins=HISTOGRAM_BINS)
+        self.log_scalars(trainer, scalars)

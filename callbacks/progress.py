@@ -1,4 +1,4 @@
-"""A progress bar that counts optimizer steps."""
+"""A progress bar out of `trainer.max_steps`."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 
 
 class StepProgressBar(TQDMProgressBar):
-    """Lightning's TQDM bar, counting optimizer steps out of `trainer.max_steps` instead of batches.
+    """Lightning's TQDM bar, out of `trainer.max_steps` for an endless stream of batches (Lightning shows `?`).
 
-    A module that takes several optimizer steps per batch (namegen's `steps_per_batch`)
-    would otherwise show a count of batches and a rate in batches per second.
     A resumed run starts the bar at its step.
 
     Example::
@@ -23,20 +21,20 @@ class StepProgressBar(TQDMProgressBar):
         refresh_rate: redraw every this many optimizer steps (redrawing costs about as much as a step).
     """
 
+    @property
+    def total_train_batches(self) -> int | float:
+        max_steps = self.trainer.max_steps
+        return max_steps if max_steps > 0 else super().total_train_batches
+
     def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
         super().on_train_epoch_start(trainer)
         bar = self.train_progress_bar
-        if trainer.max_steps > 0:
-            bar.total = trainer.max_steps
         bar.n = bar.initial = bar.last_print_n = trainer.global_step
 
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         bar = self.train_progress_bar
-        if bar is None or bar.disable:
-            return
         step = trainer.global_step
-        if step // self.refresh_rate > bar.n // self.refresh_rate or step == bar.total:
+        if not bar.disable and (step % self.refresh_rate == 0 or step == bar.total):
             bar.n = step
             bar.set_postfix(self.get_metrics(trainer, pl_module))  # and redraws

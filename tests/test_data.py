@@ -3,7 +3,8 @@ from collections import Counter
 
 import torch
 
-from namegen.data import BOUNDARY, CharDataModule, RandomBatches, Vocab, build_examples, load_words, split_words
+from namegen.data import CharDataModule, RandomBatches, build_examples, build_sequences, load_words, split_words
+from namegen.vocab import BOUNDARY, Vocab
 
 
 def test_names_txt_split_sizes_match_makemore(names_txt):
@@ -53,24 +54,33 @@ def test_batches_depend_only_on_the_step():
     x, y = torch.arange(100).view(50, 2), torch.arange(50)
     stream = iter(RandomBatches(x, y, batch_size=8, seed=3))
     first = [next(stream) for _ in range(5)]
-    assert first[0][0].shape == (1, 8, 2) and first[0][1].shape == (1, 8)  # (steps_per_batch, B, T), (steps_per_batch, B)
+    assert first[0][0].shape == (8, 2) and first[0][1].shape == (8,)  # (B, T), (B,)
     resumed = next(iter(RandomBatches(x, y, batch_size=8, seed=3, start_step=lambda: 3)))
     assert torch.equal(resumed[0], first[3][0]) and torch.equal(resumed[1], first[3][1])
     assert not torch.equal(first[0][1], first[1][1])
     assert torch.equal(first[2][0][..., 0] // 2, first[2][1])  # rows stay paired with their targets
 
 
-def test_steps_per_batch_changes_the_grouping_not_the_batches():
+def test_a_resume_straddling_a_generator_block_draws_the_same_batches():
     x, y = torch.arange(100).view(50, 2), torch.arange(50)
-    start = RandomBatches.BLOCK - 4  # the 7-step batches straddle a generator block
-    one = iter(RandomBatches(x, y, batch_size=8, seed=3, start_step=lambda: start))
-    singles = [next(one) for _ in range(14)]
-    seven = iter(RandomBatches(x, y, batch_size=8, seed=3, start_step=lambda: start, steps_per_batch=7))
-    for i in range(2):
-        xs, ys = next(seven)
-        assert xs.shape == (7, 8, 2) and ys.shape == (7, 8)
-        assert torch.equal(xs, torch.cat([s[0] for s in singles[7 * i : 7 * i + 7]]))
-        assert torch.equal(ys, torch.cat([s[1] for s in singles[7 * i : 7 * i + 7]]))
-    assert len({tuple(s[1].flatten().tolist()) for s in singles}) == 14  # 14 different batches
+    start = RandomBatches.BLOCK - 4  # the batches cross from one generator block into the next
+    whole = iter(RandomBatches(x, y, batch_size=8, seed=3, start_step=lambda: start))
+    batches = [next(whole) for _ in range(8)]
+    resumed = iter(RandomBatches(x, y, batch_size=8, seed=3, start_step=lambda: start + 5))
+    for i in range(5, 8):
+        assert torch.equal(next(resumed)[1], batches[i][1])
+    assert len({tuple(b[1].tolist()) for b in batches}) == 8  # 8 different batches
 
 
+def test_sequences_by_hand():
+    vocab = Vocab.from_words(["ab", "b"])  # . a b -> 0 1 2
+    x, y = build_sequences(["ab", "b"], vocab, block_size=4)
+    assert x.tolist() == [[0, 1, 2, 0], [0, 2, 0, 0]]  # '.' then the word, '.'-padded
+    assert y.tolist() == [[1, 2, 0, -1], [2, 0, -1, -1]]  # the word then '.', -1 where the loss ignores it
+
+
+def test_sequence_block_size_is_the_longest_name_plus_one(names_txt):
+    dm = CharDataModule(source="file", path=str(names_txt), block_size=None, context="sequence").prepare()
+    assert dm.block_size == 16  # makemore: max_word_length + 1 on names.txt
+    assert dm.x["train"].shape == (25626, 16) and dm.y["train"].shape == (25626, 16)
+    assert (dm.y["train"] >= 0).sum().item() == 182_625  # the same next-character targets as the MLP's windows

@@ -73,9 +73,30 @@ def names_dm(names_txt):
 ])
 def test_initial_loss(names_dm, init, norm, low, high):
     torch.manual_seed(42)
-    module = NameGen(MLPConfig(vocab_size=27, norm=norm), names_dm.vocab.to_list(), init=init)
+    module = NameGen({"arch": "mlp", "vocab_size": 27, "norm": norm}, names_dm.vocab.to_list(), init={"scheme": init})
     before = {k: v.clone() for k, v in module.model.named_buffers()}
     loss = module.batch_statistics_loss((names_dm.x["val"], names_dm.y["val"]))
     assert low < loss < high
     # measuring the start must not move BatchNorm's running statistics
     assert all(torch.equal(before[k], v) for k, v in module.model.named_buffers())
+
+
+def test_the_module_saves_plain_hyperparameters_and_loads_from_its_checkpoint(tmp_path):
+    """Lightning's own `load_from_checkpoint` rebuilds the module; the file stays weights-only."""
+    import lightning as L
+
+    torch.manual_seed(0)
+    module = NameGen({"arch": "mlp", "vocab_size": 5, "block_size": 2, "n_embd": 3, "n_hidden": 4, "depth": 2,
+                      "norm": "batchnorm"}, list(".abcd"), optimizer={"_target_": "torch.optim.SGD", "lr": 0.1})
+    trainer = L.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                        enable_model_summary=False)
+    x, y = torch.randint(0, 5, (8, 2)), torch.randint(0, 5, (8,))
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader([(x, y)], batch_size=None))
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    torch.load(path, weights_only=True)  # plain types only
+    loaded = NameGen.load_from_checkpoint(path, weights_only=True)
+    assert loaded.hparams.model == module.hparams.model and loaded.vocab == list(".abcd")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), module.state_dict().values()))
+    loaded.eval(), module.eval()
+    assert torch.equal(loaded(x), module(x))

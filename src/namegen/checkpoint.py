@@ -1,27 +1,26 @@
 """The one place checkpoints are read, for sampling, reports and resuming training.
 
 Checkpoints are loaded with `torch.load(weights_only=True)`: only tensors and
-plain containers are unpickled, so a crafted file cannot run code.
+plain containers are unpickled, so a crafted file cannot run code. This module
+does not import Lightning, so `namegen sample` starts fast.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from namegen.data import Vocab
+from namegen.vocab import Vocab
 from namegen.errors import UserError
-from namegen.model import MLP, MLPConfig
-from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION
 
-# the model and vocabulary are stored alike in these; resuming training needs CHECKPOINT_VERSION itself
-READABLE_VERSIONS = (1, CHECKPOINT_VERSION)
+CHECKPOINT_KEY = "namegen"  # marks our checkpoints
+CHECKPOINT_VERSION = 3  # 3: the model and vocabulary travel as the LightningModule's hyperparameters
+# formats 1 and 2 kept the MLP's config and the vocabulary under CHECKPOINT_KEY; they still sample
+READABLE_VERSIONS = (1, 2, CHECKPOINT_VERSION)
 
 CHECKPOINT_DIR = "checkpoints"
 BEST, LAST = "best.ckpt", "last.ckpt"
@@ -33,25 +32,10 @@ class CheckpointError(UserError):
 
 @dataclass
 class Loaded:
-    model: MLP  # in eval mode: BatchNorm uses its running statistics
+    model: torch.nn.Module  # in eval mode: BatchNorm uses its running statistics
     vocab: Vocab
     path: Path
     raw: dict[str, Any]
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file, then renames it into place.
-
-    A rename is atomic, so a run killed mid-write leaves the previous last.ckpt
-    whole instead of a truncated one that resume would choke on.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
 
 
 def resolve(path: str | Path, name: str = BEST) -> Path:
@@ -67,7 +51,7 @@ def resolve(path: str | Path, name: str = BEST) -> Path:
     return p
 
 
-def _first_line(e: Exception) -> str:
+def first_line(e: BaseException) -> str:
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
@@ -78,9 +62,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{p}: refused to load, it holds more than weights ({_first_line(e)})") from None
+        # torch's message suggests weights_only=False, which is exactly what must not be done with an unknown file
+        reason = "it holds Python objects beyond weights" if "GLOBAL" in str(e) or "global" in str(e) else "corrupt"
+        raise CheckpointError(f"{p}: refused, not a weights-only checkpoint ({reason}); give a namegen .ckpt") from None
     except Exception as e:  # torch.load raises many types on a file that is not a checkpoint
-        raise CheckpointError(f"{p}: not a readable checkpoint, truncated or corrupt ({_first_line(e)})") from None
+        raise CheckpointError(f"{p}: not a readable checkpoint, truncated or corrupt ({first_line(e)})") from None
     meta = ckpt.get(CHECKPOINT_KEY) if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{p}: not a namegen checkpoint (no '{CHECKPOINT_KEY}' section); was it written by namegen?")
@@ -92,12 +78,33 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def model_spec(ckpt: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(model spec, vocabulary) of a checkpoint, from its hyperparameters (format 3) or its namegen section."""
+    meta = ckpt[CHECKPOINT_KEY]
+    source = ckpt.get("hyper_parameters", {}) if meta["version"] == CHECKPOINT_VERSION else meta
+    return source["model"], source["vocab"]
+
+
 def load_checkpoint(path: str | Path) -> Loaded:
     """Rebuild the trained model and its vocabulary from a .ckpt file or a run folder (best checkpoint)."""
+    from namegen.nets import build_model
+
     p = resolve(path)
     ckpt = read_checkpoint(p)
-    meta = ckpt[CHECKPOINT_KEY]
-    model = MLP(MLPConfig(**meta["model"]))
     prefix = "model."
-    model.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
-    return Loaded(model.eval(), Vocab.from_list(meta["vocab"]), p, ckpt)
+    try:
+        spec, chars = model_spec(ckpt)
+        model = build_model(spec)
+        model.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
+        vocab = Vocab.from_list(chars)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:  # shapes or metadata that don't match
+        raise CheckpointError(f"{p}: its model does not match its own metadata ({first_line(e)}); "
+                              "the file was edited or written by another program") from None
+    if getattr(model.cfg, "vocab_size", len(vocab)) != len(vocab):
+        raise CheckpointError(f"{p}: its model predicts {model.cfg.vocab_size} characters but its vocabulary has "
+                              f"{len(vocab)}; the file was edited or written by another program")
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(f"{p}: holds non-finite weights ({', '.join(bad[:3])}); the run diverged before "
+                              "this checkpoint: sample an earlier or a healthy run")
+    return Loaded(model.eval(), vocab, p, ckpt)

@@ -12,58 +12,23 @@ import importlib.resources
 import logging
 import random
 import unicodedata
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Iterator
 
 import lightning as L
 import torch
 
-from namegen.errors import UserError
+from namegen.errors import UserError, check_positive_int
+from namegen.vocab import BOUNDARY, Vocab
 
 log = logging.getLogger(__name__)
 
-BOUNDARY = "."
 SOURCES = ("names_first", "names_last", "file")
 ALLOWED = set("abcdefghijklmnopqrstuvwxyz")
 
 
 class DataError(UserError):
     """A user's data or data setting is unusable; the message says how to fix it."""
-
-
-@dataclass(frozen=True)
-class Vocab:
-    """Characters <-> ids. Id 0 is the boundary '.', the rest are sorted characters."""
-
-    chars: tuple[str, ...]  # chars[0] == BOUNDARY
-
-    @classmethod
-    def from_words(cls, words: list[str]) -> "Vocab":
-        return cls((BOUNDARY, *sorted(set("".join(words)))))
-
-    @classmethod
-    def from_list(cls, chars: list[str]) -> "Vocab":
-        if not chars or chars[0] != BOUNDARY or len(set(chars)) != len(chars):
-            raise DataError(f"invalid vocabulary {chars!r}: expected '.' first and no repeats")
-        return cls(tuple(chars))
-
-    def to_list(self) -> list[str]:
-        return list(self.chars)
-
-    def __len__(self) -> int:
-        return len(self.chars)
-
-    @cached_property
-    def stoi(self) -> dict[str, int]:
-        return {c: i for i, c in enumerate(self.chars)}
-
-    def encode(self, word: str) -> list[int]:
-        return [self.stoi[c] for c in word]
-
-    def decode(self, ids: list[int]) -> str:
-        return "".join(self.chars[i] for i in ids)
 
 
 # ---------------------------------------------------------------------------
@@ -150,7 +115,7 @@ def split_words(words: list[str], seed: int) -> tuple[list[str], list[str], list
 
 
 def build_examples(words: list[str], vocab: Vocab, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """X: (N, block_size) context ids, Y: (N,) next id, one row per character and end of each word."""
+    """Windows: X (N, block_size) context ids, Y (N,) next id, one row per character and end of each word."""
     stoi = vocab.stoi
     xs, ys = [], []
     for w in words:
@@ -163,6 +128,23 @@ def build_examples(words: list[str], vocab: Vocab, block_size: int) -> tuple[tor
     return torch.tensor(xs, dtype=torch.long).view(-1, block_size), torch.tensor(ys, dtype=torch.long)
 
 
+def build_sequences(words: list[str], vocab: Vocab, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole names: X (N, block_size) = '.' then the word, Y (N, block_size) = the word then '.', one row per word.
+
+    Padding is '.' in X and -1 in Y, where the loss ignores it (makemore's layout).
+    """
+    x = torch.zeros(len(words), block_size, dtype=torch.long)
+    y = torch.full((len(words), block_size), -1, dtype=torch.long)
+    for i, w in enumerate(words):
+        ids = vocab.encode(w)
+        x[i, 1 : len(ids) + 1] = torch.tensor(ids, dtype=torch.long)
+        y[i, : len(ids) + 1] = torch.tensor(ids + [0], dtype=torch.long)
+    return x, y
+
+
+CONTEXTS = {"window": build_examples, "sequence": build_sequences}
+
+
 # ---------------------------------------------------------------------------
 # batches
 
@@ -170,31 +152,19 @@ def build_examples(words: list[str], vocab: Vocab, block_size: int) -> tuple[tor
 class RandomBatches:
     """An endless stream of random minibatches from in-memory tensors, makemore's way.
 
-    Each item holds `steps_per_batch` minibatches, one per optimizer step:
-    `X[ix], Y[ix]` of shapes (steps_per_batch, batch_size, block_size) and
-    (steps_per_batch, batch_size), with `ix ~ randint(N)` as in makemore. The
-    indices are drawn BLOCK steps at a time from a generator seeded by (seed,
-    rank, block), so the minibatch of step s is the same whatever
-    `steps_per_batch` is (it changes only the speed) and a run resumed at step s
-    draws exactly the batches it would have drawn, whatever Lightning
-    prefetched before the interruption.
+    Each item is `X[ix], Y[ix]` with `ix ~ randint(N)` of shape (batch_size,). The
+    indices are drawn BLOCK steps at a time from a generator seeded by (seed, rank,
+    block), so the minibatch of step s depends only on s: a run resumed at step s
+    draws exactly the batches it would have drawn, whatever Lightning prefetched
+    before the interruption.
     """
 
     BLOCK = 1000  # steps of indices per generator seeding: seeding costs more than drawing
 
-    def __init__(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        batch_size: int,
-        seed: int,
-        start_step=lambda: 0,
-        rank: int = 0,
-        steps_per_batch: int = 1,
-    ):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, start_step=lambda: 0,
+                 rank: int = 0):
         self.x, self.y, self.batch_size, self.seed, self.rank = x, y, batch_size, seed, rank
         self.start_step = start_step  # called at each iter(): the trainer's global step on resume
-        self.steps_per_batch = steps_per_batch
 
     def block(self, index: int) -> torch.Tensor:
         """(BLOCK, batch_size) example indices of steps index*BLOCK ... (index+1)*BLOCK - 1."""
@@ -202,20 +172,15 @@ class RandomBatches:
         return torch.randint(0, len(self.y), (self.BLOCK, self.batch_size), generator=g)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        step, k = self.start_step(), self.steps_per_batch
+        step = self.start_step()
         cached, indices = -1, torch.empty(0)
         while True:
-            parts, s = [], step
-            while s < step + k:  # one slice of a block, or two when the batch straddles blocks
-                b, offset = divmod(s, self.BLOCK)
-                if b != cached:
-                    cached, indices = b, self.block(b)
-                take = min(step + k - s, self.BLOCK - offset)
-                parts.append(indices[offset : offset + take])
-                s += take
-            ix = parts[0] if len(parts) == 1 else torch.cat(parts)
-            yield self.x[ix], self.y[ix]  # (k, B, block_size), (k, B)
-            step += k
+            b, offset = divmod(step, self.BLOCK)
+            if b != cached:
+                cached, indices = b, self.block(b)
+            ix = indices[offset]
+            yield self.x[ix], self.y[ix]  # (B, block_size), (B,) or (B, block_size)
+            step += 1
 
 
 class WholeSplit:
@@ -234,33 +199,36 @@ class WholeSplit:
 class CharDataModule(L.LightningDataModule):
     """Corpus -> vocabulary -> 80/10/10 split by word -> example tensors -> batches.
 
-    Example:
-        >>> dm = CharDataModule(source="file", path="names.txt", block_size=3, batch_size=32, seed=42)
-        >>> dm.setup("fit"); len(dm.vocab), dm.x["train"].shape  # (27, torch.Size([182625, 3]))
+    `context` is what the model reads: `window`, the previous `block_size` characters
+    for one next character (the MLP); `sequence`, the whole name for every next
+    character at once (the Transformer), with `block_size` None meaning the longest
+    word + 1.
 
-    Training batches carry `steps_per_batch` minibatches each (see `RandomBatches`).
+    Example:
+        >>> dm = CharDataModule(source="file", path="names.txt", block_size=3, batch_size=32, seed=42).prepare()
+        >>> len(dm.vocab), dm.x["train"].shape  # (27, torch.Size([182625, 3]))
     """
 
     def __init__(
         self,
         source: str = "names_first",
         path: str | None = None,
-        block_size: int = 3,
+        block_size: int | None = 3,
         batch_size: int = 32,
         seed: int = 42,
         max_word_len: int = 50,
-        steps_per_batch: int = 1,
+        context: str = "window",
     ):
         super().__init__()
         if source not in SOURCES:
             raise DataError(f"unknown data source {source!r}; choose one of {', '.join(SOURCES)}")
-        for name, value in (("block_size", block_size), ("batch_size", batch_size), ("max_word_len", max_word_len)):
-            if not isinstance(value, int) or value < 1:
-                raise DataError(f"{name}={value!r} must be a positive integer; set data.{name} >= 1")
-        if not isinstance(steps_per_batch, int) or steps_per_batch < 1:
-            raise DataError(f"steps_per_batch={steps_per_batch!r} must be a positive integer; set steps_per_batch >= 1")
-        self.steps_per_batch = steps_per_batch
-        self.source, self.path, self.block_size = source, path, block_size
+        if context not in CONTEXTS:
+            raise DataError(f"unknown context {context!r}; choose one of {', '.join(CONTEXTS)}")
+        for name, value in (("batch_size", batch_size), ("max_word_len", max_word_len)):
+            check_positive_int(f"data.{name}", value, DataError)
+        if block_size is not None or context == "window":
+            check_positive_int("data.block_size", block_size, DataError)
+        self.source, self.path, self.block_size, self.context = source, path, block_size, context
         self.batch_size, self.seed, self.max_word_len = batch_size, seed, max_word_len
         self.vocab: Vocab | None = None
         self.words: dict[str, list[str]] = {}
@@ -268,13 +236,21 @@ class CharDataModule(L.LightningDataModule):
         self.y: dict[str, torch.Tensor] = {}
 
     def prepare(self) -> "CharDataModule":
-        """Read, split and encode the corpus (idempotent). Call before building the model: it sets `vocab`."""
+        """Read, split and encode the corpus (idempotent). Call before building the model: it sets `vocab`
+        (and `block_size` for whole-name sequences)."""
         if self.vocab is None:
             words = load_words(self.source, self.path, self.max_word_len)
             self.vocab = Vocab.from_words(words)
+            longest = max(map(len, words)) + 1  # the word and its end marker
+            if self.context == "sequence":
+                if self.block_size is None:
+                    self.block_size = longest
+                elif self.block_size < longest:
+                    raise DataError(f"data.block_size={self.block_size} is shorter than the longest name + 1 "
+                                    f"({longest}); set it to {longest} or leave it null")
             for split, ws in zip(("train", "val", "test"), split_words(words, self.seed)):
                 self.words[split] = ws
-                self.x[split], self.y[split] = build_examples(ws, self.vocab, self.block_size)
+                self.x[split], self.y[split] = CONTEXTS[self.context](ws, self.vocab, self.block_size)
         return self
 
     def setup(self, stage: str) -> None:
@@ -285,9 +261,7 @@ class CharDataModule(L.LightningDataModule):
             return self.trainer.global_step if self.trainer is not None else 0
 
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        return RandomBatches(
-            self.x["train"], self.y["train"], self.batch_size, self.seed, start_step, rank, self.steps_per_batch
-        )
+        return RandomBatches(self.x["train"], self.y["train"], self.batch_size, self.seed, start_step, rank)
 
     def val_dataloader(self) -> WholeSplit:
         return WholeSplit(self.x["val"], self.y["val"])

@@ -1,5 +1,9 @@
 """User mistakes: each one becomes a one-line message that names the problem and the fix, never a traceback."""
 
+from __future__ import annotations
+
+from typing import Any
+
 
 class UserError(ValueError):
     """Bad input from the user (data, config, checkpoint path); the message says how to fix it."""
@@ -7,3 +11,13 @@ class UserError(ValueError):
 
 class ConfigError(UserError):
     """A config value out of range."""
+
+
+def is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_positive_int(key: str, value: Any, error: type[UserError] = ConfigError) -> None:
+    """The one positive-integer rule: `key=value must be a positive integer; set key >= 1`."""
+    if not is_positive_int(value):
+        raise error(f"{key}={value!r} must be a positive integer; set {key} >= 1")

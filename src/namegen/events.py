@@ -1,18 +1,17 @@
-"""Reading a run's TensorBoard event files back: the one reader for summaries, hparams and reports."""
+"""Reading a run's TensorBoard event files back: the one reader for summaries, hparams, reports and diagnoses."""
 
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from callbacks.tags import ACT, TAG
+
 # TensorBoard's reader logs every event file it opens at INFO; that is noise in a training log.
 logging.getLogger("tensorboard").setLevel(logging.WARNING)
-
-SATURATION_TAG = re.compile(r"^act/layer_(\d+)/saturation$")
 
 Scalars = dict[str, list[tuple[int, float]]]
 
@@ -35,11 +34,21 @@ def read_scalars(run_dir: str | Path) -> Scalars:
     return scalars_of(load(run_dir))
 
 
+def family(tags, name: str, stat: str | None = None) -> list[tuple[int, str, str]]:
+    """(index, module or parameter name, tag) of every `callbacks.base.tag(name, i, ..., stat)` among `tags`,
+    in index order (forward order for activations, parameter order for weights)."""
+    found = []
+    for t in tags:
+        m = TAG.match(t)
+        if m and m["family"] == name and m["stat"] == stat:
+            found.append((int(m["index"]), m["name"], t))
+    return sorted(found)
+
+
 def layer_saturation(scalars: Scalars, at: str) -> list[float]:
-    """Per-layer saturation at the first (`at="first"`) or last (`at="last"`) logged step, in layer order."""
-    layers = sorted((int(m.group(1)), tag) for tag in scalars if (m := SATURATION_TAG.match(tag)))
+    """Per-activation saturation at the first (`at="first"`) or last (`at="last"`) logged step, in forward order."""
     pick = 0 if at == "first" else -1
-    return [scalars[tag][pick][1] for _, tag in layers]
+    return [scalars[t][pick][1] for _, _, t in family(scalars, ACT, "saturation")]
 
 
 def mean_saturation(scalars: Scalars, at: str) -> float | None:
@@ -47,25 +56,19 @@ def mean_saturation(scalars: Scalars, at: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def histogram_density(
-    acc: EventAccumulator, tag: str, at: str = "first", bins: int = 50
-) -> tuple[int, np.ndarray, np.ndarray]:
-    """(step, bin centers, density) of a logged histogram at its first or last step, on `bins` even bins.
+def histogram_density(acc: EventAccumulator, tag: str, at: str = "first") -> tuple[int, np.ndarray, np.ndarray]:
+    """(step, bin centers, density) of a logged histogram at its first or last step, on the bins it was written with.
 
-    TensorBoard's buckets grow exponentially away from zero; drawn as they are, the
-    fine buckets near zero turn a smooth distribution into spikes. Each bucket's
-    count goes to the even bin that holds the bucket's center.
+    A histogram summary holds each bucket's right edge (`bucket_limit`) and count; the first
+    bucket is the empty one left of the data, so bucket i spans (limit[i-1], limit[i]].
     """
     events = sorted(acc.Histograms(tag), key=lambda e: e.step)
     event = events[0 if at == "first" else -1]
     h = event.histogram_value
     limits = np.asarray(h.bucket_limit, dtype=float)
     counts = np.asarray(h.bucket, dtype=float)
-    lo, hi = float(h.min), float(h.max)
-    if not hi > lo:  # every value equal: one spike
-        return event.step, np.array([lo]), np.array([1.0])
-    left = np.concatenate([[lo], limits[:-1]])
-    centers = (np.clip(left, lo, hi) + np.clip(limits, lo, hi)) / 2
-    edges = np.linspace(lo, hi, bins + 1)
-    rebinned, _ = np.histogram(centers, bins=edges, weights=counts)
-    return event.step, (edges[:-1] + edges[1:]) / 2, rebinned / max(counts.sum(), 1) / (edges[1] - edges[0])
+    total = max(counts.sum(), 1.0)
+    if len(limits) < 2 or not h.max > h.min:  # every value equal: one spike
+        return event.step, np.array([float(h.min)]), np.array([1.0])
+    left, right = limits[:-1], limits[1:]
+    return event.step, (left + right) / 2, counts[1:] / total / (right - left)

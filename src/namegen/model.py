@@ -16,8 +16,9 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn as dist_nn
 import torch.nn as nn
+import torch.nn.functional as F
 
-from namegen.errors import ConfigError
+from namegen.errors import ConfigError, check_positive_int
 
 NORMS = ("none", "batchnorm", "layernorm")
 ACTIVATIONS = ("tanh", "relu")
@@ -37,9 +38,7 @@ class MLPConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_embd", "n_hidden", "depth"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"model.{name}={value!r} must be a positive integer; set model.{name} >= 1")
+            check_positive_int(f"model.{name}", getattr(self, name))
         if self.norm not in NORMS:
             raise ConfigError(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
         if self.activation not in ACTIVATIONS:
@@ -105,7 +104,10 @@ class MLP(nn.Module):
         self.head_norm = make_norm(cfg.norm, cfg.vocab_size, cfg.bn_momentum)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        x = self.wte(idx).flatten(1)  # (B, T) -> (B, T, n_embd) -> (B, T*n_embd)
+        """Logits of the character after `idx`'s last; a context shorter than block_size is padded with '.' (id 0)."""
+        if idx.size(1) < self.cfg.block_size:  # the start of a name: '.' before it, as in training
+            idx = F.pad(idx, (self.cfg.block_size - idx.size(1), 0))
+        x = self.wte(idx[:, -self.cfg.block_size :]).flatten(1)  # (B, T) -> (B, T, n_embd) -> (B, T*n_embd)
         for block in self.hidden:
             x = block(x)  # (B, n_hidden)
         return self.head_norm(self.head(x))  # (B, V)

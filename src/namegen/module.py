@@ -1,82 +1,86 @@
-"""The LightningModule: the loss, the optimizer schedule and what gets logged."""
+"""The LightningModule: one loss, the optimizer and its schedule, what gets logged.
+
+Training goes through Lightning's automatic optimization, one optimizer step per
+batch, so every standard hook, logger, scheduler and Trainer flag behaves as
+Lightning documents it (`trainer.global_step` counts optimizer steps).
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import lightning as L
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
+from namegen.checkpoint import CHECKPOINT_KEY, CHECKPOINT_VERSION
 from namegen.errors import ConfigError
-from namegen.model import MLP, MLPConfig, initialize
+from namegen.nets import build_model
 from namegen.stats import buffers_kept, format_layer_stats, layer_stats
 
-CHECKPOINT_KEY = "namegen"  # marks our checkpoints and carries what rebuilding the model needs
-CHECKPOINT_VERSION = 2  # 2: steps_per_batch; global_step counted by manual optimization
+def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The one loss: mean cross-entropy of the next character over every position that has one.
+
+    Works for one prediction per example ((B, V) logits, (B,) targets) and one per position
+    ((B, T, V), (B, T), padding marked -1) alike.
+    """
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+
 
 class DivergedError(RuntimeError):
-    """The loss stopped being finite. The message names the step and each layer's state at that moment."""
+    """The loss stopped being finite or exploded. The message names the step and each layer's state at that moment."""
 
-    def __init__(self, step: int, loss: float, report: str):
-        super().__init__(f"loss became {loss} at step {step}\nper-layer statistics at that step:\n{report}")
-        self.step = step
-
-
-OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+    def __init__(self, step: int, loss: float, report: str, layer: str | None = None):
+        super().__init__(f"loss became {loss:.4g} at step {step}\nper-layer statistics at that step:\n{report}")
+        self.step, self.layer = step, layer
 
 
-def loss_fn(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """The one loss: mean cross-entropy of the next character."""
-    x, y = batch
-    return F.cross_entropy(model(x), y)
+def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay only weights of 2 or more dimensions (matrices, embeddings), not biases or norm gains (as nanoGPT)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    other = [p for p in params if p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
 
 
 class NameGen(L.LightningModule):
-    """Trains an `MLP` on (context, next char) batches.
+    """Trains a character model (`model.arch`: mlp or transformer) on (context, next chars) batches.
 
-    Each training batch holds `steps_per_batch` minibatches, (K, B, T) and (K, B),
-    and `training_step` takes one optimizer step on each of them in a tight loop:
-    Lightning's per-batch machinery (hooks, progress, logging; about a tenth of a
-    millisecond per hook on this net's ~1 ms step) runs once per K steps instead
-    of every step, and `trainer.global_step` still counts optimizer steps. K changes
-    only the speed: the minibatch of each step and the arithmetic are the same for any K.
+    Every argument is a plain value and saved as a hyperparameter, so
+    `NameGen.load_from_checkpoint(path)` rebuilds the module and the checkpoint
+    loads with `torch.load(weights_only=True)`.
 
-    Logged to the experiment logger, against the optimizer step: `train/loss` every
-    `log_every_n_steps`, `val/loss` at each validation, `test/loss` at the end,
-    and at step 0, before any update, `init/loss` next to `init/uniform_loss` =
-    log(vocab_size), the loss of a network that knows nothing and says so.
+    Args:
+        model: the architecture (`arch`) and its config fields; `vocab_size` and `block_size` included.
+        vocab: the characters, '.' first (see `namegen.data.Vocab`).
+        optimizer: a Hydra node for the optimizer (`_target_` and its arguments, without the parameters).
+        scheduler: a Hydra node for a torch LR scheduler stepped every optimizer step, or None.
+        init: `scheme` (naive, kaiming, pytorch), `gain`, `output_scale`.
+        diverge_factor: a loss above this many times the initial loss counts as diverged, like a non-finite one.
+
+    Logged to every attached logger, against the optimizer step: `train/loss` (Lightning's
+    `log_every_n_steps`), `val/loss` at each validation, `test/loss`, and at step 0, before
+    any update, `init/loss` next to `init/uniform_loss` = log(vocab_size), the loss of a
+    network that knows nothing and says so.
     """
 
     def __init__(
         self,
-        model: MLPConfig,
+        model: dict[str, Any],
         vocab: list[str],
-        optimizer: OptimizerFactory = lambda params: torch.optim.SGD(params, lr=0.1),
-        init: str = "kaiming",
-        gain: float | None = None,
-        output_scale: float = 0.1,
-        decay_at: float = 0.75,
-        decay_factor: float = 0.1,
-        log_every_n_steps: int = 100,
-        steps_per_batch: int = 1,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        init: dict[str, Any] | None = None,
+        diverge_factor: float = 100.0,
     ):
         super().__init__()
-        if not 0.0 <= decay_at <= 1.0:
-            raise ConfigError(f"optim.decay_at={decay_at!r} must be a fraction of the run in [0, 1]")
-        for name, value in (("log_every_n_steps", log_every_n_steps), ("steps_per_batch", steps_per_batch)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name}={value!r} must be a positive integer; set {name} >= 1")
-        self.automatic_optimization = False  # training_step steps the optimizer itself, steps_per_batch times
+        if not diverge_factor > 1:
+            raise ConfigError(f"diverge_factor={diverge_factor!r} must be > 1 (a multiple of the initial loss)")
+        self.save_hyperparameters(logger=False)  # namegen writes its own HParams table at the end of a run
         self.vocab = list(vocab)
-        self.model = initialize(MLP(model), init, gain, output_scale)
-        self.optimizer_factory = optimizer
-        self.decay_at, self.decay_factor = decay_at, decay_factor
-        self.decay_step: int | None = None  # set with the optimizer, from trainer.max_steps
-        self.log_every_n_steps = log_every_n_steps
-        self.steps_per_batch = steps_per_batch
+        self.model = build_model(model, init or {"scheme": "kaiming"})
         self.init_loss: float | None = None
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -84,88 +88,50 @@ class NameGen(L.LightningModule):
 
     # -- steps ---------------------------------------------------------------
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        xs, ys = batch  # (K, B, T), (K, B): one minibatch per optimizer step
-        if len(xs) != self.steps_per_batch:
-            raise ValueError(
-                f"a training batch holds {len(xs)} minibatches but steps_per_batch={self.steps_per_batch}; "
-                "give the datamodule and the module the same steps_per_batch"
-            )
-        trainer = self.trainer
-        # The torch optimizer itself, not Lightning's wrapper: the wrapper's hook dispatch would cost a
-        # tenth of each step. Callbacks see the step through the optimizer's own step hooks instead.
-        optimizer = self.optimizers().optimizer
-        distributed = trainer.world_size > 1
-        # Under DDP, manual_backward readies the gradient all-reduce for each backward; alone it only dispatches hooks.
-        backward = self.manual_backward if distributed else torch.Tensor.backward
-        progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress  # what global_step counts
-        step = self.global_step
-        self.set_lr(optimizer, step)
-        for x, y in zip(xs, ys):
-            if step == self.decay_step:
-                self.set_lr(optimizer, step)
-            loss = loss_fn(self.model, (x, y))
-            self.check_finite(loss, x, step, distributed)
-            optimizer.zero_grad(set_to_none=True)
-            backward(loss)
-            optimizer.step()
-            progress.increment_ready()
-            progress.increment_completed()
-            # Logging every step costs more than the step itself on this small net; log on logging steps only.
-            if step % self.log_every_n_steps == 0:
-                self.log("loss", loss, prog_bar=True, logger=False)
-                self.log_to_logger({"train/loss": loss.item()}, step)
-            step += 1
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = loss_fn(self.model(x), y)
+        self.check_diverged(loss, x)
+        # self.log costs about as much as this net's whole step, and Lightning writes the value only on
+        # its logging steps ((step + 1) % log_every_n_steps == 0): call it on those alone
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self.log("train/loss", loss, prog_bar=True)
+        return loss
 
-    def set_lr(self, optimizer: torch.optim.Optimizer, step: int) -> None:
-        """The learning rate of `step`: the configured one, times `decay_factor` from `decay_step` on.
-
-        Set from the step, not by multiplying the current rate, so a resumed run gets it right
-        whatever was saved.
-        """
-        scale = self.decay_factor if step >= self.decay_step else 1.0
-        for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * scale
-
-    def check_finite(self, loss: torch.Tensor, x: torch.Tensor, step: int, distributed: bool) -> None:
-        """Raise `DivergedError` at the step the loss stops being finite, before its update."""
-        diverged = not math.isfinite(loss.item())
-        if distributed:
+    def check_diverged(self, loss: torch.Tensor, x: torch.Tensor) -> None:
+        """Raise `DivergedError` at the step the loss stops being finite or explodes, before its update."""
+        value = loss.item()
+        limit = self.hparams.diverge_factor * self.init_loss if self.init_loss is not None else math.inf
+        diverged = not math.isfinite(value) or value > limit
+        if self.trainer.world_size > 1:
             # every process must stop together: the report's forward pass syncs BatchNorm across them
             diverged = self.trainer.strategy.reduce_boolean_decision(diverged, all=False)
         if diverged:
-            raise DivergedError(step, loss.item(), format_layer_stats(layer_stats(self.model, x)))
-
-    def log_to_logger(self, metrics: dict[str, float], step: int) -> None:
-        """Straight to the logger at optimizer step `step` (`self.log` would count Lightning batches instead)."""
-        if self.logger is not None:
-            self.logger.log_metrics(metrics, step=step)
+            stats = layer_stats(self.model, x)
+            first_bad = next((s["name"] for s in stats if not all(math.isfinite(v) for k, v in s.items() if k != "name")),
+                             None)
+            raise DivergedError(self.global_step, value, format_layer_stats(stats), first_bad)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        # logger=False: on_validation_epoch_end writes it against the optimizer step
-        self.log("val/loss", loss_fn(self.model, batch), prog_bar=True, logger=False, batch_size=len(batch[1]))
-
-    def on_validation_epoch_end(self) -> None:
-        if not self.trainer.sanity_checking:
-            self.log_epoch_loss("val/loss")
+        self.log("val/loss", loss_fn(self.model(batch[0]), batch[1]), prog_bar=True, batch_size=len(batch[1]))
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self.log("test/loss", loss_fn(self.model, batch), logger=False, batch_size=len(batch[1]))
-
-    def on_test_epoch_end(self) -> None:
-        self.log_epoch_loss("test/loss")
-
-    def log_epoch_loss(self, name: str) -> None:
-        """The epoch's `self.log`ged loss to the logger at the current step, saved to disk at once (as Lightning's
-        own logging does), so the checkpoint that follows a validation never gets ahead of the logs."""
-        self.log_to_logger({name: self.trainer.callback_metrics[name].item()}, self.global_step)
-        if self.logger is not None:
-            self.logger.save()
+        self.log("test/loss", loss_fn(self.model(batch[0]), batch[1]), batch_size=len(batch[1]))
 
     def on_train_start(self) -> None:
-        if self.global_step == 0:
-            self.init_loss = self.batch_statistics_loss(next(iter(self.trainer.val_dataloaders)))
-            self.log_to_logger({"init/loss": self.init_loss, "init/uniform_loss": math.log(len(self.vocab))}, 0)
+        datamodule = self.trainer.datamodule
+        if self.global_step == 0 and datamodule is not None:
+            # the whole validation split with batch statistics: the loss as the first step sees it, without noise
+            self.init_loss = self.batch_statistics_loss(next(iter(datamodule.val_dataloader())))
+            metrics = {"init/loss": self.init_loss, "init/uniform_loss": math.log(len(self.vocab))}
+            for logger in self.loggers:
+                logger.log_metrics(metrics, step=0)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Stopping is how Lightning's own EarlyStopping asks for a last validation: the final step is then
+        # validated and checkpointed whatever trainer.max_steps and val_check_interval are.
+        if 0 < self.trainer.max_steps <= self.global_step:
+            self.trainer.should_stop = True
 
     @torch.no_grad()
     def batch_statistics_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
@@ -173,37 +139,31 @@ class NameGen(L.LightningModule):
         was_training = self.model.training
         self.model.train()
         with buffers_kept(self.model):
-            loss = loss_fn(self.model, batch).item()
+            loss = loss_fn(self.model(batch[0]), batch[1]).item()
         self.model.train(was_training)
         return loss
 
     # -- optimization ----------------------------------------------------------
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """The optimizer; its learning rate is multiplied by `decay_factor` from step `decay_at * max_steps` on."""
-        max_steps = self.trainer.max_steps
-        if max_steps is None or max_steps < 1:
-            raise ConfigError(f"trainer.max_steps={max_steps!r}: the learning-rate schedule needs a positive step budget")
-        if max_steps % self.steps_per_batch:
-            # Lightning stops only between batches: the run would overshoot
-            raise ConfigError(f"trainer.max_steps={max_steps} is not a multiple of steps_per_batch={self.steps_per_batch}")
-        self.decay_step = int(self.decay_at * max_steps)
-        optimizer = self.optimizer_factory(self.parameters())
-        for group in optimizer.param_groups:
-            group["initial_lr"] = group["lr"]  # the rate before the decay; saved with the optimizer's state
-        return optimizer
+    def configure_optimizers(self) -> Any:
+        """The optimizer (weight decay on matrices only) and, if configured, its scheduler, stepped every step."""
+        from hydra.utils import instantiate  # the nodes are Hydra's; imported here so loading a checkpoint stays light
+
+        spec = dict(self.hparams.optimizer or {"_target_": "torch.optim.SGD", "lr": 0.1})
+        spec.pop("_partial_", None)
+        weight_decay = spec.pop("weight_decay", 0.0)
+        params = [g for g in param_groups(self, weight_decay) if g["params"]] if weight_decay else self.parameters()
+        optimizer = instantiate(spec, params=params)
+        if self.hparams.scheduler is None:
+            return optimizer
+        scheduler = instantiate(self.hparams.scheduler, optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- checkpoints -------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Plain types only, so checkpoints load with torch.load(weights_only=True).
-        checkpoint[CHECKPOINT_KEY] = {
-            "version": CHECKPOINT_VERSION,
-            "model": asdict(self.model.cfg),
-            "vocab": self.vocab,
-            "init_loss": self.init_loss,
-            "steps_per_batch": self.steps_per_batch,
-        }
+        checkpoint[CHECKPOINT_KEY] = {"version": CHECKPOINT_VERSION, "init_loss": self.init_loss}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.init_loss = checkpoint.get(CHECKPOINT_KEY, {}).get("init_loss")

@@ -12,15 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from namegen import plots
-from namegen.checkpoint import BEST, CHECKPOINT_DIR, load_checkpoint
+from callbacks import plots
+from callbacks.tags import ACT, GRAD, GRAD_DATA_RATIO, UPDATE_RATIO, WEIGHT_GRAD
+from namegen.checkpoint import load_checkpoint
 from namegen.errors import UserError
-from namegen.events import Scalars, histogram_density, layer_saturation, load, scalars_of
+from namegen.events import Scalars, family, histogram_density, layer_saturation, load, scalars_of
 from namegen.sample import sample_names
-from namegen.sweep import markdown_table, write_summary
-
-LAYER_TAG = re.compile(r"^(act|grad)/layer_(\d+)$")
-
+from namegen.results import read_result
+from namegen.sweep import markdown_table, summary_rows, write_summary
 
 def slug(name: str) -> str:
     """A run name as a file-name-safe, link-safe string: init=naive,norm=none -> init-naive_norm-none."""
@@ -61,71 +60,84 @@ def saturation_bars(runs: dict[str, Scalars]):
 def lesson_plots(acc, scalars: Scalars, name: str) -> dict[str, object]:
     """The four plots of makemore part 3 for one run, at step 0 (where initialization shows)."""
     hist_tags = acc.Tags()["histograms"]
-    matches = [(m.group(1), int(m.group(2)), tag) for tag in hist_tags if (m := LAYER_TAG.match(tag))]
-    layers = sorted((i, tag) for kind, i, tag in matches if kind == "act")
-    grads = sorted((i, tag) for kind, i, tag in matches if kind == "grad")
-    weights = sorted(t for t in hist_tags if t.startswith("weight_grad/"))
-    sat0 = layer_saturation(scalars, "first")
 
     def first(tag):  # the scalar's value at step 0, NaN if it was not logged
         return scalars.get(tag, [(0, np.nan)])[0][1]
 
-    def curves(tags, label):
-        return [(label(i, tag), *histogram_density(acc, tag, "first")[1:]) for i, tag in tags]
+    def curves(fam, label):
+        return [(label(i, module, tag), *histogram_density(acc, tag, "first")[1:]) for i, module, tag in family(hist_tags, fam)]
 
-    def act_label(i, tag):
-        sat = f", saturated {100 * sat0[i]:.1f}%" if i < len(sat0) else ""
-        return f"layer {i}: mean {first(tag + '/mean'):+.2f}, std {first(tag + '/std'):.2f}{sat}"
+    def act_label(i, module, tag):
+        sat = first(tag + "/saturation")
+        sat = f", saturated {100 * sat:.1f}%" if np.isfinite(sat) else ""
+        return f"{i} {module}: mean {first(tag + '/mean'):+.2f}, std {first(tag + '/std'):.2f}{sat}"
 
-    def grad_label(i, tag):
-        return f"layer {i}: mean {first(tag + '/mean'):+.2e}, std {first(tag + '/std'):.2e}"
+    def grad_label(i, module, tag):
+        return f"{i} {module}: mean {first(tag + '/mean'):+.2e}, std {first(tag + '/std'):.2e}"
 
-    def weight_label(i, tag):
-        param = tag.split("/", 1)[1]
-        return f"{param}: grad:data {first(f'grad_data_ratio/{param}'):.2e}"
+    def weight_label(j, param, tag):
+        return f"{param}: grad:data {first(tag.replace(WEIGHT_GRAD, GRAD_DATA_RATIO, 1)):.2e}"
 
-    # the weight matrices, as the TensorBoard figure shows them: not biases, not norm gains
-    matrices = {t.split("/", 1)[1] for t in weights}
-    updates = {t.split("/", 1)[1]: v for t, v in scalars.items() if t.startswith("update_ratio/") and t.split("/", 1)[1] in matrices}
+    updates = {param: scalars[tag] for _, param, tag in family(scalars, UPDATE_RATIO)}
     return {
         "activations": plots.distributions(f"{name}: activation distribution at step 0", "activation output",
-                                           curves(layers, act_label)),
+                                           curves(ACT, act_label)),
         "activation_grads": plots.distributions(f"{name}: activation gradient distribution at step 0", "gradient",
-                                                curves(grads, grad_label)),
+                                                curves(GRAD, grad_label)),
         "weight_grads": plots.distributions(f"{name}: weight gradient distribution at step 0", "gradient",
-                                            curves([(i, t) for i, t in enumerate(weights)], weight_label)),
+                                            curves(WEIGHT_GRAD, weight_label)),
         "update_ratios": plots.update_ratios(updates),
     }
 
 
-def report(sweep_dir: str | Path, out_dir: str | Path | None = None, n_samples: int = 8, seed: int = 0) -> Path:
-    """Render the report; returns the path of report.md."""
-    sweep = Path(sweep_dir)
-    if not sweep.is_dir():
-        raise UserError(f"no such sweep folder: {str(sweep)!r}; give the folder a multirun wrote (outputs/sweeps/<time>)")
-    out = Path(out_dir) if out_dir is not None else sweep / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    table = write_summary(sweep)
-    run_dirs = [d for d in sorted(sweep.iterdir()) if d.is_dir() and list(d.glob("events.out.tfevents.*"))]
+def run_folders(path: Path) -> list[Path]:
+    """The run folders (with event files) at `path`: the folder itself, or a sweep folder's runs."""
+    if list(path.glob("events.out.tfevents.*")):
+        return [path]
+    return [d for d in sorted(path.iterdir()) if d.is_dir() and list(d.glob("events.out.tfevents.*"))]
+
+
+def report(path: str | Path, out_dir: str | Path | None = None, n_samples: int = 8, seed: int = 0) -> Path:
+    """Render the report of a run or sweep folder; returns the path of report.md. Checks come before any write."""
+    from namegen.checkpoint import CheckpointError
+    from namegen.diagnosis import diagnose_run
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UserError(f"no such folder: {str(folder)!r}; give a run or sweep folder (outputs/runs/<time>, "
+                        "outputs/sweeps/<time>)")
+    run_dirs = run_folders(folder)
     if not run_dirs:
-        raise UserError(f"{sweep} holds no run folders with event files; give a sweep folder (outputs/sweeps/<time>)")
+        raise UserError(f"{folder} holds no event files, nor run folders with event files; give a run or sweep folder")
+    sweep = run_dirs != [folder]
+    out = Path(out_dir) if out_dir is not None else folder / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    table = write_summary(folder) if sweep else markdown_table(*summary_rows([(folder.name, read_result(folder))]))
     accs = {d.name: load(d, histograms=True) for d in run_dirs}
     scalars = {name: scalars_of(acc) for name, acc in accs.items()}
+    notes = [f"- {name}: its event files hold no scalars (deleted or corrupt?); left out of the plots"
+             for name, s in scalars.items() if not s]
 
     plots.save(loss_curves(scalars), out / "loss_curves.png")
     plots.save(saturation_bars(scalars), out / "saturation.png")
-    md = [f"# namegen report: {sweep.name}\n", "## Summary\n", table,
+    md = [f"# namegen report: {folder.name}\n", "## Summary\n", table, *notes,
           "## Loss curves\n", "![loss curves](loss_curves.png)\n",
-          "## Saturation per layer\n", "![saturation at step 0 and at the end](saturation.png)\n"]
+          "## Saturation per layer\n", "![saturation at step 0 and at the end](saturation.png)\n",
+          "## Diagnosis\n"]
+    md += [diagnose_run(d).to_markdown(d.name) for d in run_dirs]
 
-    samples = {}
+    samples, skipped = {}, []
     for d in run_dirs:
-        if (d / CHECKPOINT_DIR / BEST).is_file():
+        try:
             loaded = load_checkpoint(d)
-            samples[d.name] = sample_names(loaded.model, loaded.vocab, n_samples, seed)
+        except CheckpointError as e:
+            skipped.append(f"- {d.name}: no names ({e})")
+            continue
+        samples[d.name] = list(sample_names(loaded.model, loaded.vocab, n_samples, seed))
     if samples:
         md += [f"## Samples (seed {seed}, best checkpoint of each run)\n",
                markdown_table(list(samples), [list(row) for row in zip(*samples.values())])]
+    md += skipped
 
     for name, acc in accs.items():
         md.append(f"## {name}\n")
@@ -133,6 +145,6 @@ def report(sweep_dir: str | Path, out_dir: str | Path | None = None, n_samples: 
             file = f"{slug(name)}_{kind}.png"
             plots.save(fig, out / file)
             md.append(f"![{name} {kind}]({file})\n")
-    path = out / "report.md"
-    path.write_text("\n".join(md))
-    return path
+    report_file = out / "report.md"
+    report_file.write_text("\n".join(md))
+    return report_file

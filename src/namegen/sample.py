@@ -2,40 +2,50 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 
-from namegen.data import Vocab
-from namegen.model import MLP
+from namegen.vocab import Vocab
+
+CHUNK = 64  # names drawn side by side; each chunk has its own generator, so name i never depends on n
 
 
 @torch.no_grad()
 def sample_names(
-    model: MLP, vocab: Vocab, n: int = 10, seed: int = 0, temperature: float = 1.0, max_len: int = 50
-) -> list[str]:
-    """`n` names, each grown from an all-'.' context until the model emits '.' (or `max_len` chars).
+    model: torch.nn.Module, vocab: Vocab, n: int = 10, seed: int = 0, temperature: float = 1.0, max_len: int = 50
+) -> Iterator[str]:
+    """Yield `n` names, each grown from '.' until the model emits '.' (or `max_len` characters).
 
-    The n names are drawn side by side as one batch; the same seed gives the same names.
+    Names are drawn CHUNK at a time, chunk c from a generator seeded by (seed, c), each
+    step by inverse-CDF from CHUNK uniform draws, so the i-th name for a seed is the same
+    whatever `n` is, and names stream out while the rest are drawn. The model reads at
+    most its `block_size` last characters; its last position's logits give the next one.
     """
     if n < 1:
         raise ValueError(f"n={n} must be at least 1")
     if not temperature > 0:
         raise ValueError(f"temperature={temperature} must be > 0 (1.0 samples the model as trained)")
     model.eval()
-    g = torch.Generator().manual_seed(seed)
-    context = torch.zeros(n, model.cfg.block_size, dtype=torch.long)  # (n, T)
-    out = torch.zeros(n, max_len, dtype=torch.long)
-    done = torch.zeros(n, dtype=torch.bool)
-    for t in range(max_len):
-        probs = torch.softmax(model(context) / temperature, dim=-1)  # (n, V)
-        ix = torch.multinomial(probs, 1, generator=g).squeeze(1)  # (n,)
-        ix[done] = 0
-        out[:, t] = ix
-        done |= ix == 0
-        if done.all():
-            break
-        context = torch.cat([context[:, 1:], ix[:, None]], dim=1)
-    names = []
-    for row in out.tolist():
-        ids = row[: row.index(0)] if 0 in row else row
-        names.append(vocab.decode(ids))
-    return names
+    block_size = model.cfg.block_size
+    for c, start in enumerate(range(0, n, CHUNK)):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + c)
+        uniforms = torch.rand(max_len, CHUNK, generator=g)  # the whole chunk's draws, whatever its size
+        rows = min(CHUNK, n - start)
+        idx = torch.zeros(rows, 1, dtype=torch.long)  # (rows, 1): '.' starts every name
+        done = torch.zeros(rows, dtype=torch.bool)
+        for t in range(max_len):
+            logits = model(idx[:, -block_size:])
+            logits = logits.reshape(rows, -1, logits.size(-1))[:, -1].double()  # (rows, V) at the last position
+            # shifted so the largest is 0 before dividing: a tiny temperature gives -inf, never inf - inf = nan
+            probs = torch.softmax((logits - logits.amax(-1, keepdim=True)) / temperature, dim=-1)
+            cdf = probs.cumsum(-1)
+            u = uniforms[t, :rows, None].double() * cdf[:, -1:]
+            ix = torch.searchsorted(cdf, u).squeeze(1).clamp_(max=probs.size(-1) - 1)  # (rows,)
+            ix[done] = 0
+            idx = torch.cat([idx, ix[:, None]], dim=1)
+            done |= ix == 0
+            if done.all():
+                break
+        for row in idx[:, 1:].tolist():
+            yield vocab.decode(row[: row.index(0)] if 0 in row else row)

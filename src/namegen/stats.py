@@ -1,35 +1,14 @@
-"""The statistics of a network's health, defined once for the diagnostics callbacks and the divergence report."""
+"""A network's health at one batch, for the divergence report; the statistics themselves are `callbacks.base`'s."""
 
 from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
-from namegen.model import MLP
-
-SATURATION_THRESHOLD = 0.97  # |tanh| above it: tanh' = 1 - t^2 < 0.06, almost no gradient flows back
-
-
-def flat_mask(t: torch.Tensor, activation: str, threshold: float = SATURATION_THRESHOLD) -> torch.Tensor:
-    """Where the activation sits in its flat region, so almost no gradient flows back through it.
-
-    tanh: |t| > threshold (tanh' = 1 - t^2 < 1 - threshold^2); relu: t <= 0 (relu' = 0).
-    """
-    return t <= 0 if activation == "relu" else t.abs() > threshold
-
-
-def activation_summary(t: torch.Tensor, activation: str, threshold: float = SATURATION_THRESHOLD) -> dict[str, float]:
-    """mean, std, saturation (fraction of flat entries) and dead (fraction of units flat for every example) of a (B, H) output."""
-    flat = flat_mask(t, activation, threshold)
-    return {
-        "mean": t.mean().item(),
-        "std": t.std().item(),
-        "saturation": flat.float().mean().item(),
-        "dead": flat.all(dim=0).float().mean().item(),
-    }
+from callbacks.base import Recorder, activation_summary, flat_rules, rule_for, select_modules
 
 
 @contextmanager
@@ -45,27 +24,24 @@ def buffers_kept(model: torch.nn.Module) -> Iterator[None]:
 
 
 @torch.no_grad()
-def layer_stats(model: MLP, idx: torch.Tensor) -> list[dict[str, float]]:
-    """Each hidden layer's activation summary and weight scale on a batch, without touching BatchNorm's running stats."""
-    outputs: dict[int, torch.Tensor] = {}
-    handles = [
-        block.act.register_forward_hook(lambda m, a, out, i=i: outputs.__setitem__(i, out))
-        for i, block in enumerate(model.hidden)
-    ]
+def layer_stats(model: torch.nn.Module, idx: torch.Tensor) -> list[dict[str, Any]]:
+    """Each activation's summary on a batch, in forward order, without touching BatchNorm's running statistics."""
+    rules = flat_rules()
+    recorder = Recorder(select_modules(model, lambda m: rule_for(m, rules) is not None), inputs=True, outputs=True)
+    modules = dict(model.named_modules())
     try:
         with buffers_kept(model):
             model(idx)
     finally:
-        for h in handles:
-            h.remove()
-    return [
-        {**activation_summary(outputs[i], model.cfg.activation), "weight_absmax": block.linear.weight.abs().max().item()}
-        for i, block in enumerate(model.hidden)
-    ]
+        recorder.remove()
+    return [{"name": name, **activation_summary(recorder.inputs.get(name), recorder.outputs[name],
+                                                rule_for(modules[name], rules))}
+            for name in recorder.order]
 
 
-def format_layer_stats(stats: list[dict[str, float]]) -> str:
+def format_layer_stats(stats: list[dict[str, Any]]) -> str:
     return "\n".join(
-        f"  layer {i}: " + ", ".join(f"{k} {v:.4g}" if math.isfinite(v) else f"{k} {v}" for k, v in s.items())
-        for i, s in enumerate(stats)
+        f"  {s['name']}: " + ", ".join(f"{k} {v:.4g}" if math.isfinite(v) else f"{k} {v}"
+                                       for k, v in s.items() if k != "name")
+        for s in stats
     )

@@ -10,7 +10,6 @@ and handed to the jobs (which may run in other processes) through the environmen
 from __future__ import annotations
 
 import csv
-import json
 import os
 import sys
 from pathlib import Path
@@ -20,35 +19,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from namegen.training import RESULT_FILE
-
-SWEPT_KEYS_ENV = "NAMEGEN_SWEPT_KEYS"
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def job_name(task_overrides: list[str], job_num: Any = 0) -> str:
-    """The folder name of one sweep job: its swept `key=value` pairs joined by ','."""
-    swept = os.environ.get(SWEPT_KEYS_ENV)
-    keep = [o for o in task_overrides if swept is None or _key(o) in swept.split(",")]
-    name = ",".join(o.replace("/", "_") for o in keep)
-    return name if name else f"job{job_num}"
-
-
-def run_dir(resume: Any, default: str) -> str:
-    """A single run's folder: the one being resumed (resume=<run folder>), else a new timestamped one."""
-    return default if isinstance(resume, bool) else str(resume)
-
-
-OmegaConf.register_new_resolver("namegen_job_name", job_name, replace=True)
-OmegaConf.register_new_resolver("namegen_run_dir", run_dir, replace=True)
-
+from namegen.resolvers import SWEPT_KEYS_ENV
+from namegen.results import read_result
 
 # (column, result.json key, format); the summary's columns in order
 COLUMNS = [
     ("status", "status", "{}"),
+    ("health", "health", "{}"),
     ("init loss", "init_loss", "{:.3f}"),
     ("log(V)", "uniform_loss", "{:.3f}"),
     ("sat@0", "init_saturation", "{:.1%}"),
@@ -63,15 +40,8 @@ COLUMNS = [
 
 
 def collect(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(run name, result) for each job folder of a sweep; a job that left no result counts as failed."""
-    runs = []
-    for run in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()):
-        result_file = run / RESULT_FILE
-        if result_file.is_file():
-            runs.append((run.name, json.loads(result_file.read_text())))
-        else:
-            runs.append((run.name, {"status": "failed", "error": f"no {RESULT_FILE}: the job died before finishing"}))
-    return runs
+    """(run name, result) for each job folder of a sweep."""
+    return [(run.name, read_result(run)) for run in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir())]
 
 
 def _cell(fmt: str, value: Any) -> str:
@@ -83,16 +53,20 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]) + "\n"
 
 
+def summary_rows(runs: list[tuple[str, dict[str, Any]]]) -> tuple[list[str], list[list[str]]]:
+    """The summary's header and one formatted row per run."""
+    header = ["run"] + [c for c, _, _ in COLUMNS]
+    return header, [[name] + [_cell(fmt, r.get(key)) for _, key, fmt in COLUMNS] for name, r in runs]
+
+
 def write_summary(sweep_dir: Path, runs: list[tuple[str, dict[str, Any]]] | None = None) -> str:
     """Write summary.md and summary.csv into the sweep folder; return the Markdown table."""
     runs = collect(sweep_dir) if runs is None else runs
-    header = ["run"] + [c for c, _, _ in COLUMNS]
-    rows = [[name] + [_cell(fmt, r.get(key)) for _, key, fmt in COLUMNS] for name, r in runs]
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["run"] + [key for _, key, _ in COLUMNS])
         writer.writerows([name] + [r.get(key) for _, key, _ in COLUMNS] for name, r in runs)
-    table = markdown_table(header, rows)
+    table = markdown_table(*summary_rows(runs))
     (sweep_dir / "summary.md").write_text(f"# Sweep summary: {sweep_dir}\n\n{table}")
     return table
 

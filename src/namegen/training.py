@@ -17,59 +17,25 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+import namegen.resolvers  # noqa: F401  registers the resolvers the config uses
 from namegen.checkpoint import CHECKPOINT_DIR, LAST, read_checkpoint
-from namegen.errors import ConfigError, UserError
+from namegen.errors import ConfigError, UserError, check_positive_int
 from namegen.events import mean_saturation, read_scalars
-from namegen.model import MLPConfig
-from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION, DivergedError, NameGen
+from namegen.results import RESULT_FILE, write_result
+from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION, DivergedError, NameGen, build_model
 
 log = logging.getLogger(__name__)
-
-RESULT_FILE = "result.json"  # each run's outcome, read by the sweep summary
-
 
 def validate(cfg: DictConfig) -> None:
     """Refuse out-of-range numbers before anything is built or written (the model and data check their own)."""
     lr = cfg.optim.optimizer.get("lr")
-    if lr is not None and not lr > 0:
-        raise ConfigError(f"optim.optimizer.lr={lr!r} must be > 0; makemore uses optim.optimizer.lr=0.1")
-    for key in ("trainer.max_steps", "trainer.val_check_interval", "log_every_n_steps", "steps_per_batch", "threads"):
-        value = OmegaConf.select(cfg, key)
-        if key == "threads" and value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{key}={value!r} must be a positive integer; set {key} >= 1")
-    steps, every = cfg.trainer.max_steps, cfg.trainer.val_check_interval
-    if steps % every != 0:
-        # batches never run out, so Lightning validates (and checkpoints) only every `every` steps:
-        # the steps after the last multiple would go unvalidated and unsaved
-        raise ConfigError(
-            f"trainer.max_steps={steps} is not a multiple of trainer.val_check_interval={every}, so the last "
-            f"{steps % every} steps would never be validated or saved; set trainer.max_steps={steps - steps % every + every}"
-        )
-    # Lightning sees one batch per k steps: it validates, stops and starts a diagnostic's step only between batches
-    k = cfg.steps_per_batch
-    intervals = {"trainer.val_check_interval": every}  # max_steps is a multiple of it
-    for name, node in (cfg.get("callbacks") or {}).items():
-        if node is not None and isinstance(node.get("every_n_steps"), int):
-            intervals[f"callbacks.{name}.every_n_steps"] = node.every_n_steps
-    for key, value in intervals.items():
-        if value % k != 0:
-            common = math.gcd(*intervals.values())
-            fits = max(d for d in range(1, k + 1) if common % d == 0)
-            raise ConfigError(
-                f"{key}={value} is not a multiple of steps_per_batch={k}; set steps_per_batch={fits} "
-                f"(the largest up to {k} that divides every interval) or make {key} a multiple of {k}"
-            )
-    # training_step steps the torch optimizer itself, past Lightning's precision plugin, accumulation and clipping
-    for key, allowed in (("trainer.precision", (None, 32, "32", "32-true")), ("trainer.accumulate_grad_batches", (None, 1)),
-                         ("trainer.gradient_clip_val", (None, 0, 0.0))):
-        value = OmegaConf.select(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"{key}={value!r} is not supported: namegen steps its optimizer itself in 32-bit; remove it")
-    if not cfg.optim.decay_factor > 0:
-        raise ConfigError(f"optim.decay_factor={cfg.optim.decay_factor!r} must be > 0 (makemore uses 0.1)")
-    MLPConfig(**OmegaConf.to_container(cfg.model, resolve=True))  # the model's own checks, before data is read
+    if lr is not None and not (isinstance(lr, (int, float)) and 0 < lr < math.inf):
+        raise ConfigError(f"optim.optimizer.lr={lr!r} must be a finite number > 0; makemore uses optim.optimizer.lr=0.1")
+    for key in ("trainer.max_steps", "trainer.val_check_interval", "trainer.log_every_n_steps"):
+        check_positive_int(key, OmegaConf.select(cfg, key))
+    if cfg.threads is not None:
+        check_positive_int("threads", cfg.threads)
+    build_model({**OmegaConf.to_container(cfg.model, resolve=True), "block_size": cfg.model.block_size or 1})
     if not isinstance(cfg.resume, bool) and not Path(str(cfg.resume)).is_dir():
         raise ConfigError(f"resume={cfg.resume!r}: no such run folder; give resume=true or an existing run folder")
 
@@ -87,48 +53,35 @@ def build_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise
 
 
+def container(node: DictConfig | None) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, NameGen, L.Trainer]:
     """The datamodule, the LightningModule and the Trainer a config describes."""
-    k = cfg.steps_per_batch
-    datamodule = build_node(cfg.data, "data", steps_per_batch=k).prepare()
-    model_cfg = MLPConfig(vocab_size=len(datamodule.vocab), **OmegaConf.to_container(cfg.model, resolve=True))
-    module = NameGen(
-        model_cfg,
-        datamodule.vocab.to_list(),
-        optimizer=instantiate(cfg.optim.optimizer),
-        init=cfg.init.scheme,
-        gain=cfg.init.gain,
-        output_scale=cfg.init.output_scale,
-        decay_at=cfg.optim.decay_at,
-        decay_factor=cfg.optim.decay_factor,
-        log_every_n_steps=cfg.log_every_n_steps,
-        steps_per_batch=k,
-    )
+    datamodule = build_node(cfg.data, "data").prepare()
+    model = {**container(cfg.model), "vocab_size": len(datamodule.vocab), "block_size": datamodule.block_size}
+    module = NameGen(model, datamodule.vocab.to_list(), optimizer=container(cfg.optim.optimizer),
+                     scheduler=container(cfg.optim.get("scheduler")), init=container(cfg.init))
     callbacks = [build_node(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
-    logger = build_node(cfg.logger, "logger") if cfg.get("logger") is not None else False
-    trainer = instantiate(
-        cfg.trainer,
-        callbacks=callbacks,
-        logger=logger,
-        default_root_dir=cfg.run_dir,
-        val_check_interval=cfg.trainer.val_check_interval // k,  # Lightning counts batches of k steps
-    )
+    loggers = cfg.get("logger")
+    if loggers is not None and "_target_" in loggers:  # one logger, or a mapping name -> logger
+        loggers = {"logger": loggers}
+    logger = [build_node(c, f"logger.{name}") for name, c in (loggers or {}).items() if c is not None] or False
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=cfg.run_dir)
     return datamodule, module, trainer
 
 
 def hparams(cfg: DictConfig) -> dict[str, Any]:
     """The run's choices, as the HParams table shows them."""
     data = cfg.data
+    model = {f"model.{k}": v for k, v in container(cfg.model).items() if k not in ("norm", "context") and v is not None}
     return {
         "init": cfg.init.scheme,
         "norm": cfg.model.norm,
         "optimizer": cfg.optim.optimizer._target_.rsplit(".", 1)[-1],
         "lr": cfg.optim.optimizer.lr,
-        "depth": cfg.model.depth,
-        "n_hidden": cfg.model.n_hidden,
-        "n_embd": cfg.model.n_embd,
-        "activation": cfg.model.activation,
-        "block_size": cfg.model.block_size,
+        **model,
         "batch_size": data.batch_size,
         "max_steps": cfg.trainer.max_steps,
         "seed": cfg.seed,
@@ -146,41 +99,33 @@ def resume_from(cfg: DictConfig, run_dir: Path) -> tuple[str | None, int]:
         log.warning("resume: %s does not exist yet, starting from step 0", last)
         return None, 0
     ckpt = read_checkpoint(last)  # weights-only; refuses anything but namegen's
-    meta = ckpt[CHECKPOINT_KEY]
-    if meta["version"] != CHECKPOINT_VERSION:
+    if ckpt[CHECKPOINT_KEY]["version"] != CHECKPOINT_VERSION:
         raise ConfigError(
-            f"resume: {last} was written by an older namegen (checkpoint format {meta['version']}) that counted "
-            "steps differently; it can still be sampled but not resumed: start a new run"
+            f"resume: {last} was written by an older namegen (checkpoint format {ckpt[CHECKPOINT_KEY]['version']}) "
+            "that trained differently; it can still be sampled but not resumed: start a new run"
         )
-    if meta["steps_per_batch"] != cfg.steps_per_batch:
-        # Lightning schedules validation by batches: another grouping would shift every later validation
-        raise ConfigError(
-            f"resume: {last} was trained with steps_per_batch={meta['steps_per_batch']}, not {cfg.steps_per_batch}; "
-            f"resume with steps_per_batch={meta['steps_per_batch']}"
-        )
-    saved = meta["model"]
-    wanted = OmegaConf.to_container(cfg.model, resolve=True)
-    differ = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
+    saved = ckpt["hyper_parameters"]["model"]
+    wanted = container(cfg.model)
+    differ = {k: (saved.get(k), v) for k, v in wanted.items() if v is not None and saved.get(k) != v}
     if differ:
         raise ConfigError(
-            f"resume: {last} was trained with a different model ({', '.join(f'model.{k}={a!r}, not {b!r}' for k, (a, b) in differ.items())}); "
+            f"resume: {last} was trained with a different model "
+            f"({', '.join(f'model.{k}={a!r}, not {b!r}' for k, (a, b) in differ.items())}); "
             "resume with the same model overrides"
         )
     log.info("resuming from %s at step %d", last, ckpt["global_step"])
     return str(last), ckpt["global_step"]
 
 
-def write_result(run_dir: Path, result: dict[str, Any]) -> None:
-    tmp = run_dir / f".{RESULT_FILE}.tmp"
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    os.replace(tmp, run_dir / RESULT_FILE)
+def last_value(scalars: dict[str, list[tuple[int, float]]], tag: str) -> float | None:
+    return scalars[tag][-1][1] if scalars.get(tag) else None
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, validate and test one run. Returns (and writes to result.json) its outcome and metrics.
 
-    A loss that stops being finite ends the run as `status: diverged`, keeping its
-    logs and its last good checkpoint; any other error propagates.
+    A loss that stops being finite (or explodes) ends the run as `status: diverged`, keeping
+    its logs and its last good checkpoint; any other error propagates.
     """
     validate(cfg)
     if cfg.threads is not None:
@@ -189,27 +134,32 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     datamodule, module, trainer = build(cfg)
+    ckpt_path, start_step = resume_from(cfg, run_dir)
+    previous = run_dir / RESULT_FILE
+    if ckpt_path is not None and start_step >= cfg.trainer.max_steps and previous.is_file():
+        log.info("resume: %s already reached step %d; nothing to train, its result is kept", run_dir, start_step)
+        return json.loads(previous.read_text())
 
     result: dict[str, Any] = {"status": "ok", "error": None, "pid": os.getpid(), "started_at": time.time()}
-    ckpt_path, start_step = resume_from(cfg, run_dir)
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except DivergedError as e:
         log.error("run diverged: %s", e)
-        result.update(status="diverged", error=str(e).splitlines()[0])
+        result.update(status="diverged", error=str(e).splitlines()[0], diverged_step=e.step, diverged_layer=e.layer)
     fit_seconds = time.perf_counter() - start
 
+    trained = trainer.global_step - start_step
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     ckpt = trainer.checkpoint_callback
     best_score = getattr(ckpt, "best_model_score", None)
     result.update(
         steps=trainer.global_step,
         fit_seconds=fit_seconds,
-        steps_per_sec=(trainer.global_step - start_step) / fit_seconds if fit_seconds > 0 else None,
+        steps_per_sec=trained / fit_seconds if trained > 0 and fit_seconds > 0 else None,
         init_loss=module.init_loss,
         uniform_loss=math.log(len(module.vocab)),
-        train_loss=metrics.get("loss"),
+        train_loss=metrics.get("train/loss"),
         val_loss=metrics.get("val/loss"),
         best_val_loss=float(best_score) if best_score is not None else None,
     )
@@ -223,6 +173,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if tb is not None and trainer.is_global_zero:
         tb.experiment.flush()
         scalars = read_scalars(run_dir)
+        for key, tag in (("train_loss", "train/loss"), ("val_loss", "val/loss")):  # a resume with nothing left to train
+            result[key] = result[key] if result[key] is not None else last_value(scalars, tag)
         result["init_saturation"] = mean_saturation(scalars, "first")
         result["final_saturation"] = mean_saturation(scalars, "last")
         hp_metrics = {

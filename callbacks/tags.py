@@ -1,0 +1,35 @@
+"""The diagnostics' tag names, defined once: the callbacks write them, namegen's summary, report and diagnosis
+read them back. Plain Python (no torch), so readers stay light.
+
+A per-layer tag is `family/NN.name[/stat]`: NN is the forward order (activations, norms) or the
+parameter order (weights), two digits so TensorBoard's lexical sort shows depth top to bottom.
+"""
+
+from __future__ import annotations
+
+import re
+
+ACT, PREACT, GRAD, NORM = "act", "preact", "grad", "norm"
+GRAD_DATA_RATIO, WEIGHT_GRAD, UPDATE_RATIO = "grad_data_ratio", "weight_grad", "update_ratio"
+FIGURES = "figures"
+
+# 64 even bins: a third of the cost of TensorBoard's default (~1,500 exponential buckets) per
+# histogram, and plenty to see a distribution's shape.
+HISTOGRAM_BINS = 64
+
+
+def tag(family: str, index: int, name: str, stat: str | None = None) -> str:
+    """`act/03.model.hidden.3.act/std`: the index is the forward (or parameter) order, two digits so that
+    TensorBoard's lexical sort shows depth top to bottom (up to 100 layers)."""
+    base = f"{family}/{index:02d}.{name}"
+    return f"{base}/{stat}" if stat else base
+
+
+TAG = re.compile(r"^(?P<family>[a-z_]+)/(?P<index>\d+)\.(?P<name>.+?)(?:/(?P<stat>[a-z_]+))?$")
+
+
+def family_regex(family: str, stat: str | None = None) -> str:
+    """The regex that matches `tag(family, i, name, stat)` for every i and name (custom-scalars charts)."""
+    return rf"^{family}/\d+\..+/{stat}$" if stat else rf"^{family}/\d+\."
+
+

@@ -1,0 +1,446 @@
+"""The end-of-run diagnosis: each rule on hand-built scalars, thresholds, lr phases, layer order, files, paths."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from namegen.diagnosis import (
+    RULES,
+    Diagnosis,
+    Thresholds,
+    cmd_diagnose,
+    diagnose,
+    diagnose_path,
+    diagnose_run,
+    lr_phases,
+    write_diagnosis,
+)
+from namegen.errors import ConfigError, UserError
+
+STEPS = (0, 500, 1000, 1499)
+LOG_V = math.log(27)
+
+
+def act(i: int) -> str:
+    return f"act/{i:02d}.model.hidden.{i}.act"
+
+
+def grad(i: int) -> str:
+    return f"grad/{i:02d}.model.hidden.{i}.act"
+
+
+def weight(j: int) -> str:
+    names = ["model.wte.weight"] + [f"model.hidden.{k}.linear.weight" for k in range(5)] + ["model.head.weight"]
+    return names[j] if j < len(names) else f"model.extra.{j}.weight"
+
+
+def const(value: float, steps=STEPS) -> list[tuple[int, float]]:
+    return [(s, value) for s in steps]
+
+
+def healthy(depth: int = 5, n_weights: int = 7, steps=STEPS) -> dict:
+    """A kaiming-like tanh net: loss starts at log(V), ~5% saturation, level gradients, update ratios ~-3."""
+    s = {"init/loss": [(0, 3.32)], "init/uniform_loss": [(0, LOG_V)], "train/loss": const(2.3, steps),
+         "val/loss": [(steps[-1], 2.2)], "lr-SGD": const(0.1, steps)}
+    for i in range(depth):
+        s.update({f"{act(i)}/mean": const(0.01, steps), f"{act(i)}/std": const(0.65, steps),
+                  f"{act(i)}/saturation": const(0.05, steps), f"{act(i)}/dead": const(0.0, steps),
+                  f"{grad(i)}/mean": const(0.0, steps), f"{grad(i)}/std": const(1e-3, steps)})
+    for j in range(n_weights):
+        s[f"update_ratio/{j:02d}.{weight(j)}"] = const(-3.0, steps)
+        s[f"grad_data_ratio/{j:02d}.{weight(j)}"] = const(1e-3, steps)
+    return s
+
+
+def names(d: Diagnosis) -> list[str]:
+    return [f.name for f in d.findings]
+
+
+def only(d: Diagnosis, name: str):
+    (f,) = [f for f in d.findings if f.name == name]
+    return f
+
+
+# -- healthy, unknown, health string -------------------------------------------------------------------------
+
+
+def test_a_healthy_run_has_no_findings_and_every_rule_checked():
+    d = diagnose(healthy(), {"status": "ok"})
+    assert d.findings == ()
+    assert d.health == "healthy"
+    assert d.checked == RULES and d.not_checked == ()
+    assert "**Health: healthy**" in d.to_markdown("run") and "No findings." in d.to_markdown("run")
+
+
+def test_nothing_logged_is_unknown_not_healthy():
+    d = diagnose({})
+    assert d.findings == () and d.checked == () and d.health == "unknown"
+    assert "not checked (not logged)" in d.to_markdown()
+
+
+def test_health_joins_the_findings_short_names_in_rule_order():
+    s = healthy()
+    s["init/loss"] = [(0, 20.0)]
+    s[f"{act(2)}/saturation"] = const(0.9)
+    s[f"{act(2)}/dead"] = const(0.3)
+    d = diagnose(s, {"status": "diverged", "error": "loss is nan at step 1499"})
+    assert d.health == "diverged,confident_start,saturated,dead_units"
+
+
+# -- 1. confident_start ----------------------------------------------------------------------------------------
+
+
+def test_confident_start_fires_far_above_log_v_and_names_the_output_layer():
+    s = healthy()
+    s["init/loss"] = [(0, 20.0)]
+    f = only(diagnose(s), "confident_start")
+    assert f.layers == ("model.head",) and f.steps == (0,)
+    assert "20" in f.measured and "6.1 x log(V)" in f.measured and "4.94" in f.healthy
+    assert "output" in f.remedy and "gain/sqrt(fan_in)" in f.remedy
+
+
+def test_confident_start_silent_near_log_v_and_honours_its_threshold():
+    s = healthy()
+    s["init/loss"] = [(0, 4.5)]  # 1.36 x log(V)
+    assert "confident_start" not in names(diagnose(s))
+    assert "confident_start" in names(diagnose(s, thresholds=Thresholds(init_loss_ratio=1.2)))
+    s["init/loss"] = [(0, 20.0)]
+    assert "confident_start" not in names(diagnose(s, thresholds=Thresholds(init_loss_ratio=7)))
+
+
+def test_confident_start_falls_back_to_result_json():
+    assert names(diagnose({}, {"init_loss": 19.0, "uniform_loss": LOG_V})) == ["confident_start"]
+    assert diagnose({}, {"init_loss": 3.3, "uniform_loss": LOG_V}).health == "healthy"
+
+
+# -- 2. saturated -------------------------------------------------------------------------------------------------
+
+
+def test_saturated_names_the_layers_steps_and_values():
+    s = healthy()
+    s[f"{act(0)}/saturation"] = [(0, 0.84), (500, 0.5), (1000, 0.3), (1499, 0.1)]  # only at step 0
+    s[f"{act(3)}/saturation"] = [(0, 0.1), (500, 0.2), (1000, 0.4), (1499, 0.45)]  # only at the end
+    f = only(diagnose(s), "saturated")
+    assert f.layers == ("model.hidden.0.act", "model.hidden.3.act")
+    assert f.steps == (0, 1499)
+    assert "model.hidden.0.act 84.0% at step 0" in f.measured and "model.hidden.3.act 45.0% at step 1499" in f.measured
+    assert "30.0%" in f.healthy and "init=kaiming" in f.remedy and "norm=batchnorm" in f.remedy
+
+
+def test_saturated_silent_at_a_healthy_first_layer_and_honours_its_threshold():
+    s = healthy()
+    s[f"{act(0)}/saturation"] = const(0.21)  # kaiming's first tanh layer
+    assert "saturated" not in names(diagnose(s))
+    assert "saturated" in names(diagnose(s, thresholds=Thresholds(saturation=0.2)))
+
+
+def test_relu_layers_have_their_own_saturation_threshold():
+    s = healthy()
+    for i in range(5):  # a healthy ReLU: flat for half its inputs, mean/std ~ 0.68
+        s[f"{act(i)}/mean"], s[f"{act(i)}/std"], s[f"{act(i)}/saturation"] = const(0.4), const(0.58), const(0.5)
+    assert "saturated" not in names(diagnose(s))
+    s[f"{act(4)}/saturation"] = const(0.9)
+    f = only(diagnose(s), "saturated")
+    assert f.layers == ("model.hidden.4.act",) and "75.0%" in f.healthy and "ReLU" in f.healthy
+    # the declared type overrides the guess from the outputs: as tanh layers, 50% is saturated
+    tanh = {f"model.hidden.{i}.act": "Tanh" for i in range(5)}
+    assert len(only(diagnose(s, activations=tanh), "saturated").layers) == 5
+    assert len(only(diagnose(s, {"activations": tanh}), "saturated").layers) == 5
+    relu = {f"model.hidden.{i}.act": "torch.nn.ReLU" for i in range(4)}
+    assert only(diagnose(s, activations=relu), "saturated").layers == ("model.hidden.4.act",)
+
+
+# -- 3. dead_units --------------------------------------------------------------------------------------------------
+
+
+def test_dead_units_judged_at_the_end_with_since_when():
+    s = healthy()
+    s[f"{act(1)}/dead"] = [(0, 0.0), (500, 0.2), (1000, 0.3), (1499, 0.4)]
+    s[f"{act(2)}/dead"] = [(0, 0.5), (500, 0.0), (1000, 0.0), (1499, 0.0)]  # recovered: not dead
+    f = only(diagnose(s), "dead_units")
+    assert f.layers == ("model.hidden.1.act",) and f.steps == (1499,)
+    assert "40.0% of units dead at step 1499 (over 10.0% since step 500)" in f.measured
+    assert "LeakyReLU" not in f.remedy  # tanh layers
+    assert "dead_units" not in names(diagnose(s, thresholds=Thresholds(dead=0.5)))
+
+
+def test_dead_relu_units_suggest_a_leaky_activation():
+    s = healthy()
+    s[f"{act(1)}/dead"] = const(0.3)
+    f = only(diagnose(s, activations={"model.hidden.1.act": "ReLU"}), "dead_units")
+    assert "LeakyReLU" in f.remedy
+
+
+def test_a_value_at_the_threshold_read_back_as_float32_is_not_above_it():
+    s = healthy()
+    s[f"{act(1)}/dead"] = const(0.10000000149011612)  # 10 of 100 units, as an event file stores it
+    s[f"{act(2)}/saturation"] = const(0.30000001192092896)
+    assert diagnose(s).health == "healthy"
+
+
+def test_non_finite_tail_values_are_skipped():
+    s = healthy()
+    s[f"{act(1)}/dead"] = [(0, 0.0), (500, 0.3), (1000, 0.3), (1499, math.nan)]
+    assert only(diagnose(s), "dead_units").steps == (1000,)
+
+
+# -- 4. vanishing / exploding gradients -------------------------------------------------------------------------------
+
+
+def test_vanishing_gradients_with_the_trend_across_depth():
+    s = healthy()
+    for i, g in enumerate([1e-6, 1e-5, 1e-4, 5e-4, 1e-3]):
+        s[f"{grad(i)}/std"] = [(0, g), (500, 1e-3), (1000, 1e-3), (1499, 1e-3)]
+    d = diagnose(s)
+    f = only(d, "vanishing_gradients")
+    assert "exploding_gradients" not in names(d)
+    assert f.layers == ("model.hidden.0.act", "model.hidden.4.act") and f.steps == (0,)
+    assert "ratio 0.001" in f.measured and "at every layer toward the input" in f.measured
+    assert "1/10 and 10" in f.healthy
+
+
+def test_exploding_gradients_not_monotone_and_threshold():
+    s = healthy()
+    for i, g in enumerate([1.0, 0.01, 0.5, 0.2, 0.05]):
+        s[f"{grad(i)}/std"] = const(g)
+    f = only(diagnose(s), "exploding_gradients")
+    assert f.steps == (0, 1499) and "not monotonically" in f.measured and "ratio 20" in f.measured
+    assert "gradients" not in diagnose(s, thresholds=Thresholds(gradient_ratio=50)).health
+
+
+def test_level_gradients_are_fine_and_one_layer_is_not_checked():
+    s = healthy()
+    for i, g in enumerate([2e-3, 1.5e-3, 1e-3, 1e-3, 0.8e-3]):
+        s[f"{grad(i)}/std"] = const(g)
+    assert diagnose(s).health == "healthy"
+    one = {k: v for k, v in healthy(depth=1).items()}
+    assert "gradients" not in diagnose(one).checked
+
+
+def test_layers_sort_by_index_not_by_tag_text():
+    # 12 layers, tags inserted in reverse, paths that sort backwards, and indices past 2 digits
+    s = {}
+    order = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 100]
+    for k, i in reversed(list(enumerate(order))):
+        path = f"{chr(ord('z') - k)}.act"
+        s[f"grad/{i:02d}.{path}/std"] = [(0, 10.0 ** -(len(order) - 1 - k))]  # grows toward the output
+    f = only(diagnose(s), "vanishing_gradients")
+    assert f.layers == ("z.act", f"{chr(ord('z') - 11)}.act")
+    assert "at every layer toward the input" in f.measured
+
+
+# -- 5. learning rate, per phase of the schedule -----------------------------------------------------------------------
+
+
+def test_phases_split_where_the_lr_changes():
+    s = {"lr-SGD": [(0, 0.1), (500, 0.1), (1000, 0.01), (1499, 0.01)]}
+    phases = lr_phases(s)
+    assert [(p.start, p.end, p.lr, p.peak) for p in phases] == [
+        (0, 1000, {"lr-SGD": 0.1}, True), (1000, None, {"lr-SGD": 0.01}, False)]
+    assert [(p.start, p.end) for p in lr_phases({})] == [(0, None)]
+
+
+def test_phases_with_several_param_groups():
+    s = {"lr-AdamW/pg1": [(0, 1e-3), (100, 1e-3), (200, 1e-3)], "lr-AdamW/pg2": [(0, 1e-4), (100, 2e-4), (200, 2e-4)]}
+    phases = lr_phases(s)
+    assert [(p.start, p.end) for p in phases] == [(0, 100), (100, None)]
+    assert phases[1].lr == {"lr-AdamW/pg1": 1e-3, "lr-AdamW/pg2": 2e-4} and phases[1].peak and not phases[0].peak
+
+
+def test_momentum_and_weight_decay_tags_are_not_learning_rates():
+    s = {"lr-SGD": const(0.1), "lr-SGD-momentum": [(0, 0.9), (500, 0.8)], "lr-SGD-weight_decay": [(0, 0), (500, 1)]}
+    assert [(p.start, p.lr) for p in lr_phases(s)] == [(0, {"lr-SGD": 0.1})]
+
+
+def test_lr_too_high_in_one_phase_only():
+    s = healthy()
+    s["lr-SGD"] = [(0, 1.0), (500, 1.0), (1000, 0.1), (1499, 0.1)]
+    for j in range(7):
+        s[f"update_ratio/{j:02d}.{weight(j)}"] = [(0, -3.0), (500, -1.2), (1000, -3.0), (1499, -3.1)]
+    d = diagnose(s)
+    f = only(d, "lr_too_high")
+    assert "lr_too_low" not in names(d)
+    assert f.steps == (500,)  # step 0 left out; the second phase is fine
+    assert "7 of 7 weight matrices above -2" in f.measured and "SGD 1" in f.measured
+    assert "model.hidden.0.linear" in f.layers
+    assert f.remedy.startswith("lower optim.optimizer.lr") and "1 -> ~0.02" in f.remedy  # 1 x 10^(-3 - (-1.2))
+
+
+def test_lr_too_high_needs_more_than_half_of_the_matrices():
+    s = healthy()
+    for j in range(3):  # 3 of 7
+        s[f"update_ratio/{j:02d}.{weight(j)}"] = const(-1.0)
+    assert "lr_too_high" not in names(diagnose(s))
+    assert "lr_too_high" in names(diagnose(s, thresholds=Thresholds(update_ratio_share=0.4)))
+    strict = Thresholds(update_ratio_high=-0.5, update_ratio_share=0.4)
+    assert "lr_too_high" not in names(diagnose(s, thresholds=strict))
+
+
+def test_lr_too_low_at_the_peak_but_not_in_a_decayed_tail():
+    s = healthy()
+    s["lr-SGD"] = [(0, 0.1), (500, 0.1), (1000, 0.001), (1499, 0.001)]
+    for j in range(7):  # the decayed tail is slow on purpose
+        s[f"update_ratio/{j:02d}.{weight(j)}"] = [(0, -3.0), (500, -3.0), (1000, -5.0), (1499, -5.0)]
+    assert diagnose(s).health == "healthy"
+    s["lr-SGD"] = const(0.001)
+    f = only(diagnose(s), "lr_too_low")
+    assert f.steps == (500, 1499) and "raise optim.optimizer.lr" in f.remedy
+    assert "lr_too_low" not in names(diagnose(s, thresholds=Thresholds(update_ratio_low=-6)))
+
+
+def test_step_0_update_ratios_do_not_judge_the_lr():
+    # naive init: the first update is huge whatever the lr; a phase logged only at step 0 is not judged
+    s = healthy()
+    s["lr-SGD"] = [(0, 0.1), (500, 0.1), (999, 0.01), (1499, 0.01)]
+    for j in range(7):
+        s[f"update_ratio/{j:02d}.{weight(j)}"] = [(0, -0.5), (1499, -3.0)]
+    assert diagnose(s).health == "healthy"
+    s["lr-SGD"] = const(0.1)
+    s[f"update_ratio/00.{weight(0)}"] = [(0, -0.5)]  # this matrix has nothing but step 0
+    assert diagnose(s).health == "healthy"
+
+
+def test_lr_without_lr_tags_is_one_phase():
+    s = healthy()
+    del s["lr-SGD"]
+    for j in range(7):
+        s[f"update_ratio/{j:02d}.{weight(j)}"] = const(-5.0)
+    f = only(diagnose(s), "lr_too_low")
+    assert f.steps == (500, 1499) and "about" not in f.remedy  # no lr known: no suggestion
+
+
+# -- 6. diverged -------------------------------------------------------------------------------------------------------
+
+
+def test_diverged_from_result_json():
+    result = {"status": "diverged", "error": "loss became nan at step 812\nmore detail", "diverged_step": 812,
+              "diverged_layer": "model.hidden.3.act"}
+    f = only(diagnose(healthy(), result), "diverged")
+    assert f.layers == ("model.hidden.3.act",) and f.steps == (812,)
+    assert f.measured == "loss became nan at step 812" and "lower optim.optimizer.lr" in f.remedy
+
+
+def test_diverged_with_unknown_keys_and_from_the_loss_curve():
+    assert only(diagnose({}, {"status": "diverged"}), "diverged").steps == ()
+    s = healthy()
+    s["train/loss"] = [(0, 3.3), (500, 2.5), (1000, math.inf)]
+    f = only(diagnose(s), "diverged")
+    assert f.steps == (1000,) and "inf" in f.measured
+    assert "diverged" not in names(diagnose(healthy(), {"status": "ok"}))
+
+
+def test_malformed_result_values_count_as_unknown():
+    result = {"status": "diverged", "diverged_step": "soon", "diverged_layer": 3, "error": "", "init_loss": "n/a"}
+    d = diagnose({}, result)
+    assert d.health == "diverged" and only(d, "diverged").steps == () and only(d, "diverged").layers == ()
+
+
+# -- thresholds -------------------------------------------------------------------------------------------------------
+
+
+def test_thresholds_from_mapping():
+    assert Thresholds.from_mapping(None) == Thresholds()
+    assert Thresholds.from_mapping({"saturation": 0.4, "dead": 0}) == Thresholds(saturation=0.4, dead=0)
+
+
+def test_thresholds_refuse_unknown_keys_and_bad_values():
+    with pytest.raises(ValueError, match=r"unknown diagnosis threshold 'satruation'; valid ones: init_loss_ratio, "
+                                         r"saturation, .*update_ratio_share$"):
+        Thresholds.from_mapping({"satruation": 0.3})
+    for bad, match in [({"saturation": 1.5}, r"saturation=1.5 must be in \[0, 1\]"),
+                       ({"gradient_ratio": 1}, "gradient_ratio=1 must be > 1"),
+                       ({"init_loss_ratio": 0.5}, ">= 1"),
+                       ({"update_ratio_low": -1}, "update_ratio_low=-1 must be below update_ratio_high=-2"),
+                       ({"dead": "0.1"}, "dead='0.1' must be a finite number"),
+                       ({"dead": True}, "must be a finite number")]:
+        with pytest.raises(ConfigError, match=match) as e:
+            Thresholds.from_mapping(bad)
+        assert "\n" not in str(e.value)
+
+
+# -- output ---------------------------------------------------------------------------------------------------------
+
+
+def test_to_dict_is_json_and_markdown_shows_the_evidence():
+    s = healthy()
+    s["init/loss"] = [(0, 20.0)]
+    s[f"{grad(0)}/std"] = const(0.0)
+    s[f"{act(1)}/saturation"] = const(0.9)
+    d = diagnose(s, {"status": "ok"})
+    data = json.loads(json.dumps(d.to_dict(), allow_nan=False))
+    assert data["health"] == d.health and data["thresholds"]["saturation"] == 0.3
+    assert [f["name"] for f in data["findings"]] == names(d)
+    assert data["findings"][0]["evidence"][0] == {"layer": "model.head", "step": 0, "value": 20.0}
+    md = d.to_markdown("init=naive")
+    assert md.startswith("# Diagnosis: init=naive") and "## 1. confident_start" in md
+    assert "- **Where**: model.hidden.1.act at steps 0, 1499" in md and "- **Fix**:" in md
+
+
+def test_write_diagnosis_is_atomic(tmp_path):
+    d = diagnose(healthy())
+    write_diagnosis(tmp_path, d, "run")
+    assert json.loads((tmp_path / "diagnosis.json").read_text())["health"] == "healthy"
+    assert (tmp_path / "diagnosis.md").read_text() == d.to_markdown("run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["diagnosis.json", "diagnosis.md"]
+
+
+def test_diagnose_path_refuses_what_is_neither_a_run_nor_a_sweep(tmp_path):
+    with pytest.raises(UserError, match="no such folder: .*nope.*give a run folder"):
+        diagnose_path(tmp_path / "nope")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(UserError, match="no such folder"):
+        diagnose_path(tmp_path / "file.txt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="holds no event files .*give a run folder .* or a sweep folder") as e:
+        diagnose_path(tmp_path)
+    assert "\n" not in str(e.value)
+
+
+# -- real event files -----------------------------------------------------------------------------------------------
+
+
+def write_events(run_dir, scalars):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(run_dir))
+    for tag, series in scalars.items():
+        for step, value in series:
+            writer.add_scalar(tag, value, step)
+    writer.close()
+
+
+def naive_scalars():
+    s = healthy()
+    s["init/loss"] = [(0, 19.5)]
+    for i in range(5):
+        s[f"{act(i)}/saturation"] = [(0, 0.85), (500, 0.6), (1000, 0.5), (1499, 0.45)]
+    return s
+
+
+def test_diagnose_path_reads_a_run_and_a_sweep_of_event_files(tmp_path):
+    sweep = tmp_path / "sweep"
+    naive, kaiming = sweep / "init=naive", sweep / "init=kaiming"
+    write_events(naive, naive_scalars())
+    write_events(kaiming, healthy())
+    (naive / "result.json").write_text(json.dumps({"status": "diverged", "error": "loss is nan at step 1499",
+                                                   "diverged_step": 1499, "diverged_layer": "model.hidden.0.act"}))
+    (sweep / "multirun.yaml").write_text("")  # sweep-level files are ignored
+
+    [(name, d)] = diagnose_path(naive)
+    assert name == "init=naive"
+    assert d.health == "diverged,confident_start,saturated" and d.status == "diverged"
+    assert only(d, "saturated").layers == tuple(f"model.hidden.{i}.act" for i in range(5))
+    assert only(d, "confident_start").measured.startswith("init/loss 19.5")
+
+    runs = diagnose_path(sweep)
+    assert [(n, d.health) for n, d in runs] == [("init=kaiming", "healthy"), ("init=naive", d.health)]
+    assert diagnose_run(kaiming).checked == RULES
+
+    text = cmd_diagnose(sweep, write=True)
+    assert text.startswith("# Diagnosis: sweep") and "init=kaiming  healthy" in text
+    assert "## Diagnosis: init=naive" in text
+    assert json.loads((naive / "diagnosis.json").read_text())["health"] == d.health
+    assert cmd_diagnose(kaiming).startswith("# Diagnosis: init=kaiming\n\n**Health: healthy**")
