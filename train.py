@@ -4,6 +4,7 @@ Exit codes (shared with the `namegen` command): 0 success, 2 a user's mistake (o
 """
 
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,28 +21,42 @@ log = logging.getLogger("namegen")
 USAGE_ERROR = 2
 
 
+def refuse(cfg: DictConfig, message: str) -> None:
+    """A user's mistake: one line that says how to fix it, no traceback, and no stub run folder left behind."""
+    run_dir = Path(cfg.run_dir)
+    hydra_only = {".hydra", "train.log"}
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_only:
+        log_file = run_dir / "train.log"
+        if not log_file.exists() or log_file.stat().st_size == 0 or cfg.resume is False:
+            shutil.rmtree(run_dir)  # only what Hydra made for this command: nothing of a run is lost
+    print(f"namegen: error: {message}", file=sys.stderr)
+    sys.exit(USAGE_ERROR)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from namegen.training import train  # Lightning loads only once the config has composed
+    from namegen.checks import validate  # torch, not Lightning: a mistake is answered before the training stack loads
 
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         fixed_dir = any(o.startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra)
         if cfg.resume is True and not fixed_dir:  # a single run's folder is new each time: say which to continue
-            print("namegen: error: resume=true needs the run's folder in a single run; use resume=outputs/runs/<time>",
-                  file=sys.stderr)
-            sys.exit(USAGE_ERROR)
+            refuse(cfg, "resume=true needs the run's folder in a single run; use resume=outputs/runs/<time>")
         try:
+            validate(cfg)
+            from namegen.training import train
+
             result = train(cfg)
-        except UserError as e:  # a user's mistake: one line that says how to fix it, no traceback
-            print(f"namegen: error: {e}", file=sys.stderr)
-            sys.exit(USAGE_ERROR)
+        except UserError as e:
+            refuse(cfg, str(e))
         if result["status"] != "ok":
             sys.exit(f"namegen: run {result['status']}: {result['error']}")
         return result.get("best_val_loss")  # what a Hydra sweeper (Optuna) minimizes
     # In a sweep, one job's crash must not stop the others or lose their results:
     # record it where the sweep summary will find it, and let the sweep go on.
     try:
+        from namegen.training import train
+
         return train(cfg).get("best_val_loss")
     except Exception as e:
         log.exception("job failed")

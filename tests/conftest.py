@@ -16,15 +16,15 @@ REPO = Path(__file__).resolve().parents[1]
 NAMES_TXT = Path(os.environ.get("NAMEGEN_NAMES_TXT", REPO.parent / "shared" / "data" / "names.txt"))
 
 # Few steps, no sanity pass: fast end-to-end runs for tests.
-FAST = ["trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.num_sanity_val_steps=0", "steps_per_batch=10",
-        "log_every_n_steps=10"]
+FAST = ["trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.num_sanity_val_steps=0",
+        "trainer.log_every_n_steps=10"]
 
 
-def run_train(*args: str, cwd: Path = REPO, timeout: int = 400) -> subprocess.CompletedProcess:
+def run_train(*args: str, cwd: Path = REPO, timeout: int = 400, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python train.py <args>` in a subprocess, as a user runs it; tests/ is on its path, so a test can hand
     the run a probe callback from there."""
     path = os.pathsep.join(p for p in (str(REPO / "tests"), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **(env or {})}
     return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

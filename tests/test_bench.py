@@ -10,7 +10,6 @@ def test_throughput_benchmark_prints_each_contender_and_the_ratios(tmp_path, cap
     out = capsys.readouterr().out
     rows = dict(re.findall(r"^\| ([^|]+?) \| \d+ \| ([\d.]+)x \|$", out, flags=re.M))
     assert set(rows) == {"plain PyTorch loop", "plain loop, namegen's optimizer", "bare Lightning Trainer",
-                         "namegen, steps_per_batch=1", "namegen, diagnostics off", "namegen, deterministic=true",
-                         "namegen, diagnostics on"}
+                         "namegen, diagnostics off", "namegen, diagnostics on"}
     assert all(0 < float(r) < 10 for r in rows.values())
     assert re.search(r"^diagnostics on / off: [\d.]+x$", out, flags=re.M)

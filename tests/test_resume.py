@@ -7,12 +7,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from conftest import REPO, make_cfg, read_events
 from namegen.training import train
 
-COMMAND = ["callbacks=minimal", "trainer.max_steps=3000", "trainer.val_check_interval=250", "log_every_n_steps=50"]
+COMMAND = ["callbacks=minimal", "trainer.max_steps=3000", "trainer.val_check_interval=250", "trainer.log_every_n_steps=50"]
 
 
 def start(run_dir, *extra):
@@ -54,21 +55,24 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     for key in ("init_loss", "train_loss", "val_loss", "best_val_loss", "test_loss"):
         assert isinstance(result_a[key], float) and result_a[key] == result_b[key], key
     # the resumed run logged the same validation losses at the same steps as the uninterrupted one
-    val = lambda d: {e.step: e.value for e in read_events(d).Scalars("val/loss")}  # noqa: E731
-    assert val(killed) == val(whole)
+    curve = lambda d, tag: {e.step: e.value for e in read_events(d).Scalars(tag)}  # noqa: E731
+    assert curve(killed, "val/loss") == curve(whole, "val/loss")
+    # the scheduler was restored: the decay at step 2,250 (3/4 of 3,000) happened in the resumed part, on time
+    lr = curve(killed, "lr-SGD")
+    assert lr == curve(whole, "lr-SGD") and lr[2249] == pytest.approx(0.1) and lr[2299] == pytest.approx(0.01)
 
 
 def test_same_config_and_seed_give_bit_identical_losses(tmp_path):
     losses = []
     for name in ("a", "b"):
         train(make_cfg(tmp_path / name, "callbacks=default", "trainer.max_steps=300", "trainer.val_check_interval=100",
-                       "log_every_n_steps=10", "trainer.num_sanity_val_steps=0"))
+                       "trainer.log_every_n_steps=10", "trainer.num_sanity_val_steps=0"))
         events = read_events(tmp_path / name)
         losses.append({tag: [(e.step, e.value) for e in events.Scalars(tag)]
                        for tag in ("train/loss", "val/loss", "test/loss", "init/loss")})
     assert len(losses[0]["train/loss"]) == 30
     assert losses[0] == losses[1]
     other = make_cfg(tmp_path / "c", "callbacks=minimal", "seed=7", "trainer.max_steps=300",
-                     "trainer.val_check_interval=100", "log_every_n_steps=10")
+                     "trainer.val_check_interval=100", "trainer.log_every_n_steps=10")
     train(other)
     assert [v for _, v in losses[0]["train/loss"]] != [e.value for e in read_events(tmp_path / "c").Scalars("train/loss")]

@@ -63,7 +63,10 @@ def test_hparams_are_in_the_event_files(tiny_sweep):
     content = events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
     info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
     assert info.hparams["init"].string_value == "naive" and info.hparams["norm"].string_value == "none"
-    assert info.hparams["depth"].number_value == 5 and info.hparams["corpus"].string_value == "names.txt"
+    assert info.hparams["model.depth"].string_value == "5" and info.hparams["data"].string_value == "names.txt"
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        events.SummaryMetadata("_hparams_/experiment").plugin_data.content).experiment
+    assert [h.name for h in experiment.hparam_infos][:2] == ["init", "norm"]  # swept keys first: the columns shown
     assert "hp_metric" not in events.Tags()["scalars"]
     best = min(e.value for e in events.Scalars("val/loss"))  # from the run's own val/loss curve
     assert events.Scalars("hparams/best_val_loss")[0].value == pytest.approx(best, rel=1e-6)
@@ -128,12 +131,12 @@ def test_a_real_tensorboard_server_serves_the_sweep(tiny_sweep):
         assert sorted(get("/data/runs")) == RUNS
         scalars, hists, images = (get(f"/data/plugin/{p}/tags") for p in ("scalars", "histograms", "images"))
         for run in RUNS:
-            assert {"train/loss", "val/loss", "init/loss", "act/layer_00/saturation"} <= set(scalars[run])
-            assert "act/layer_00" in hists[run]
+            assert {"train/loss", "val/loss", "init/loss", "act/00.model.hidden.0.act/saturation"} <= set(scalars[run])
+            assert "act/00.model.hidden.0.act" in hists[run]
             assert "figures/activations" in images[run]
         experiment = get("/data/plugin/hparams/experiment", {"experimentName": ""})
         names = {h["name"] for h in experiment["hparamInfos"]}
-        assert {"init", "norm", "lr", "depth", "corpus"} <= names
+        assert {"init", "norm", "lr", "model.depth", "data"} <= names
         assert {m["name"]["tag"] for m in experiment["metricInfos"]} >= {"hparams/best_val_loss", "hparams/init_loss"}
     finally:
         server.terminate()
@@ -150,7 +153,7 @@ def test_report_renders_the_table_and_every_figure(tiny_sweep, tmp_path):
     result = namegen("report", str(sweep), "--out", str(out), "-n", "3", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     md = (out / "report.md").read_text()
-    assert "| run | status | init loss |" in md and all(f"| {run} | ok |" in md for run in RUNS)
+    assert "| run | status | health | init loss |" in md and all(f"| {run} | ok |" in md for run in RUNS)
     expected = {"loss_curves.png": (400, 1200), "saturation.png": (400, 1200)}
     for run in RUNS:
         for kind in ("activations", "activation_grads", "weight_grads", "update_ratios"):

@@ -1,3 +1,7 @@
+"""train(cfg) end to end, through Lightning's standard tools: hooks, loggers, schedulers, checkpoints, Trainer flags."""
+
+import csv
+import json
 import math
 
 import pytest
@@ -7,6 +11,12 @@ from conftest import FAST, make_cfg, read_events, run_train
 from namegen.checkpoint import load_checkpoint
 from namegen.training import train
 
+PROBE = "+callbacks.probe._target_=rank_probe.HookCounts"  # tests/ is on the path, in-process and in subprocesses
+
+
+def steps(acc, tag):
+    return [e.step for e in acc.Scalars(tag)]
+
 
 def test_train_end_to_end_writes_checkpoints_and_events(tmp_path):
     metrics = train(make_cfg(tmp_path, "callbacks=minimal", *FAST))
@@ -14,49 +24,98 @@ def test_train_end_to_end_writes_checkpoints_and_events(tmp_path):
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     events = read_events(tmp_path)
     tags = set(events.Tags()["scalars"])
-    assert {"init/loss", "init/uniform_loss", "train/loss", "val/loss", "test/loss"} <= tags
-    assert [e.step for e in events.Scalars("init/loss")] == [0]
+    assert {"init/loss", "init/uniform_loss", "train/loss", "val/loss", "test/loss", "lr-SGD"} <= tags
+    assert steps(events, "init/loss") == [0]
     assert events.Scalars("init/uniform_loss")[0].value == pytest.approx(math.log(27), abs=1e-6)
-    assert [e.step for e in events.Scalars("train/loss")] == [0, 10, 20, 30]
-    # against optimizer steps, not Lightning's batches of steps_per_batch=10 steps
-    assert [e.step for e in events.Scalars("val/loss")] == [20, 40]
-    assert [e.step for e in events.Scalars("test/loss")] == [40]
+    # Lightning logs every log_every_n_steps steps: the loss of step s (computed with s updates) at s
+    assert steps(events, "train/loss") == [9, 19, 29, 39]
+    # Lightning's x-axis is the index of the optimizer step: a validation right after step 19 (the 20th) is at 19
+    assert steps(events, "val/loss") == [19, 39]
+    assert steps(events, "test/loss") == [40]
     # kaiming's first logits are near zero, so the first loss is the uniform baseline (reference fact)
     assert events.Scalars("init/loss")[0].value == pytest.approx(math.log(27), abs=0.15)
     assert metrics["test_loss"] < metrics["init_loss"]  # it learned something in 40 steps
     assert load_checkpoint(tmp_path).vocab.chars[0] == "."
 
 
+def test_every_hook_fires_once_per_optimizer_step(tmp_path):
+    train(make_cfg(tmp_path, "callbacks=default", PROBE, *FAST))
+    counts = json.loads((tmp_path / "hook_counts.json").read_text())
+    assert counts["steps"] == 40 and len(counts["ranks"]) == 1
+    assert counts["ranks"][0] == {hook: 40 for hook in counts["ranks"][0]}
+
+
+def test_self_log_and_the_lr_monitor_land_on_optimizer_steps_in_every_logger(tmp_path):
+    """logger=[tensorboard,csv]: the same scalars at the same steps in both; the scheduler's decay at its step."""
+    train(make_cfg(tmp_path, "logger=[tensorboard,csv]", "callbacks=minimal", "trainer.max_steps=40",
+                   "trainer.val_check_interval=20", "trainer.log_every_n_steps=5", "trainer.num_sanity_val_steps=0"))
+    events = read_events(tmp_path)
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    in_csv = lambda tag: [int(r["step"]) for r in rows if r.get(tag)]  # noqa: E731
+    assert steps(events, "train/loss") == in_csv("train/loss") == list(range(4, 40, 5))
+    assert steps(events, "val/loss") == in_csv("val/loss") == [19, 39]
+    assert steps(events, "lr-SGD") == in_csv("lr-SGD") == list(range(4, 40, 5))
+    # MultiStepLR at 3/4 of max_steps: lr 0.1 for steps 0..29, then 0.01 (makemore's recipe)
+    lr = {e.step: e.value for e in events.Scalars("lr-SGD")}
+    assert all(lr[s] == pytest.approx(0.1 if s < 30 else 0.01) for s in lr)
+    assert in_csv("init/loss") == [0]
+
+
+def test_any_max_steps_ends_validated_checkpointed_and_diagnosed(tmp_path):
+    train(make_cfg(tmp_path, "callbacks=default", "trainer.max_steps=500", "trainer.num_sanity_val_steps=0"))
+    events = read_events(tmp_path)
+    assert steps(events, "val/loss") == [499]  # the interval is 2,000: the last step (index 499) is validated anyway
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 500
+    # the last optimizer step (index 499, the 500th) gets every diagnostic
+    assert steps(events, "act/00.model.hidden.0.act/saturation") == [0, 499]
+    assert steps(events, "update_ratio/01.model.hidden.0.linear.weight") == [0, 499]
+    assert [e.step for e in events.Histograms("act/00.model.hidden.0.act")] == [0, 499]
+    assert [e.step for e in events.Images("figures/activations")] == [0, 499]
+
+
+def test_model_checkpoint_every_n_train_steps_saves_at_those_optimizer_steps(tmp_path):
+    ckpts = tmp_path / "every"
+    every = [f"+callbacks.every._target_=lightning.pytorch.callbacks.ModelCheckpoint", f"+callbacks.every.dirpath={ckpts}",
+             "+callbacks.every.every_n_train_steps=15", "+callbacks.every.save_top_k=-1",
+             "+callbacks.every.filename=\"{step}\""]
+    train(make_cfg(tmp_path, "callbacks=minimal", *every, *FAST))
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step=15.ckpt", "step=30.ckpt"]
+
+
+def test_early_stopping_on_val_loss_stops_the_run(tmp_path):
+    stop = ["+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping", "+callbacks.stop.monitor=val/loss",
+            "+callbacks.stop.patience=0", "+callbacks.stop.min_delta=100"]  # no validation can improve by 100
+    result = train(make_cfg(tmp_path, "callbacks=minimal", *stop, "trainer.max_steps=100",
+                            "trainer.val_check_interval=10", "trainer.num_sanity_val_steps=0"))
+    assert result["status"] == "ok" and result["steps"] == 20  # the second validation finds no improvement
+
+
+@pytest.mark.parametrize("flag", ["+trainer.fast_dev_run=true", "+trainer.limit_val_batches=0"])
+def test_standard_trainer_flags_run(tmp_path, flag):
+    result = train(make_cfg(tmp_path, "callbacks=default", flag, *FAST))
+    assert result["status"] == "ok"
+    assert result["steps"] == (1 if "fast_dev_run" in flag else 40)
+    assert result["val_loss"] is None if "limit_val_batches" in flag else True
+
+
+def test_adamw_decays_only_matrices(tmp_path):
+    from namegen.training import build
+
+    _, module, trainer = build(make_cfg(tmp_path, "optim=adamw", "callbacks=minimal", "~logger", "~callbacks.lr_monitor", *FAST))
+    trainer.strategy.connect(module)
+    optimizer = module.configure_optimizers()["optimizer"]
+    decayed, other = optimizer.param_groups
+    assert decayed["weight_decay"] == 0.01 and other["weight_decay"] == 0.0
+    assert {p.dim() for p in decayed["params"]} == {2} and {p.dim() for p in other["params"]} == {1}
+    assert len(decayed["params"]) + len(other["params"]) == len(list(module.parameters()))
+
+
 def test_same_seed_same_losses(tmp_path):
-    runs = [train(make_cfg(tmp_path / str(i), "callbacks=minimal", "~logger", *FAST)) for i in range(2)]
+    runs = [train(make_cfg(tmp_path / str(i), "callbacks=minimal", "~logger", "~callbacks.lr_monitor", *FAST)) for i in range(2)]
     assert isinstance(runs[0]["val_loss"], float) and isinstance(runs[0]["test_loss"], float)
     assert runs[0]["val_loss"] == runs[1]["val_loss"] and runs[0]["test_loss"] == runs[1]["test_loss"]
-
-
-def test_steps_per_batch_changes_the_speed_not_the_results(tmp_path):
-    diagnostics = ["callbacks.activations.every_n_steps=10", "callbacks.activations.histogram_every_n_steps=20",
-                   "callbacks.gradients.every_n_steps=10", "callbacks.gradients.histogram_every_n_steps=20",
-                   "callbacks.update_ratio.every_n_steps=10", "callbacks.figures.every_n_steps=20"]
-    runs = {}
-    for k in (1, 10):
-        run = tmp_path / f"k{k}"
-        # the decay (step 24) and the loss logging (every 5) fall inside batches of 10
-        result = train(make_cfg(run, "callbacks=default", *FAST, *diagnostics, f"steps_per_batch={k}",
-                                "optim.decay_at=0.6", "log_every_n_steps=5"))
-        events = read_events(run)
-        scalars = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-        histograms = {tag: [(e.step, e.histogram_value.sum) for e in events.Histograms(tag)]
-                      for tag in events.Tags()["histograms"]}
-        weights = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-        runs[k] = (result, scalars, histograms, weights)
-    (r1, s1, h1, w1), (r10, s10, h10, w10) = runs[1], runs[10]
-    assert r1["steps"] == r10["steps"] == 40
-    assert r1["val_loss"] == r10["val_loss"] and r1["test_loss"] == r10["test_loss"]
-    assert len(s1) > 50 and s1 == s10  # every scalar, diagnostics included, at the same steps
-    assert [step for step, _ in s1["train/loss"]] == list(range(0, 40, 5))
-    assert [step for step, _ in s1["update_ratio/hidden.0.linear.weight"]] == [0, 10, 20, 30]
-    assert h1 == h10 and w1.keys() == w10.keys()
-    assert all(torch.equal(w1[name], w10[name]) for name in w1)  # bit-identical weights
 
 
 def test_unknown_option_fails_at_once(tmp_path):

@@ -1,117 +1,21 @@
-"""Words in, (context -> next character) examples out.
+"""Words in, tensors and batches out: the LightningDataModule.
 
-A word list becomes, for every character position, the previous `block_size`
-character ids and the id of the next one; '.' (id 0) pads the start and marks
-the end, as in makemore. The vocabulary is built from the corpus and travels
-inside every checkpoint (see `Vocab.to_list`).
+A word list becomes either windows (for every character position, the previous
+`block_size` character ids and the id of the next one; '.' (id 0) pads the start
+and marks the end, as in makemore) or whole-name sequences. The vocabulary is
+built from the corpus and travels inside every checkpoint (see `Vocab.to_list`).
 """
 
 from __future__ import annotations
 
-import importlib.resources
-import logging
-import random
-import unicodedata
-from pathlib import Path
 from typing import Iterator
 
 import lightning as L
 import torch
 
-from namegen.errors import UserError, check_positive_int
+from namegen.errors import check_positive_int
 from namegen.vocab import BOUNDARY, Vocab
-
-log = logging.getLogger(__name__)
-
-SOURCES = ("names_first", "names_last", "file")
-ALLOWED = set("abcdefghijklmnopqrstuvwxyz")
-
-
-class DataError(UserError):
-    """A user's data or data setting is unusable; the message says how to fix it."""
-
-
-# ---------------------------------------------------------------------------
-# reading words
-
-
-def clean_words(lines: list[str], origin: str, max_len: int) -> list[str]:
-    """Normalize raw lines into words of a-z.
-
-    Policy: surrounding whitespace is stripped and blank lines skipped;
-    letters are lowercased and accents stripped (é -> e); words that still
-    hold anything outside a-z are dropped. One warning counts the words whose
-    accents were stripped and those dropped.
-    Duplicates are kept: in a name list they carry frequency. A word longer
-    than `max_len` is refused, since it is almost surely not one word per line.
-    """
-    words, changed, dropped = [], 0, []
-    for lineno, line in enumerate(lines, start=1):
-        raw = line.strip()
-        if not raw:
-            continue
-        lower = raw.lower()
-        word = "".join(c for c in unicodedata.normalize("NFKD", lower) if not unicodedata.combining(c))
-        if len(word) > max_len:
-            raise DataError(
-                f"{origin}:{lineno}: a word of {len(word)} characters (limit data.max_word_len={max_len});"
-                " expected one word per line"
-            )
-        if not set(word) <= ALLOWED:
-            dropped.append(raw)
-            continue
-        changed += word != lower
-        words.append(word)
-    if changed or dropped:
-        example = f" (first dropped: {dropped[0]!r})" if dropped else ""
-        log.warning(
-            "%s: stripped accents from %d words, dropped %d words with characters outside a-z%s",
-            origin, changed, len(dropped), example,
-        )
-    if not words:
-        raise DataError(f"{origin}: no usable words (empty, blank, or nothing in a-z); give a file of one word per line")
-    return words
-
-
-def _package_lines(*files: str) -> list[str]:
-    # The census files hold "NAME  freq  cumfreq  rank" per line; the name is the first field.
-    root = importlib.resources.files("names")
-    return [line.split()[0] for f in files for line in (root / f).read_text().splitlines() if line.strip()]
-
-
-def load_words(source: str, path: str | None = None, max_len: int = 50) -> list[str]:
-    """The corpus as a list of words, from a built-in source or a file of one word per line."""
-    if source == "names_first":
-        # The female and male lists share names; keep each once, in a fixed order.
-        return sorted(set(clean_words(_package_lines("dist.female.first", "dist.male.first"), source, max_len)))
-    if source == "names_last":
-        return clean_words(_package_lines("dist.all.last"), source, max_len)
-    if source == "file":
-        if path is None:
-            raise DataError("data=file needs a path: add data.path=/path/to/words.txt")
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise DataError(f"data file not found: {str(p)!r}; check data.path")
-        try:
-            text = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
-        return clean_words(text.splitlines(), str(p), max_len)
-    raise DataError(f"unknown data source {source!r}; choose one of {', '.join(SOURCES)}")
-
-
-def split_words(words: list[str], seed: int) -> tuple[list[str], list[str], list[str]]:
-    """makemore's split: shuffle with `random.seed(seed)`, cut at 80% and 90%."""
-    words = list(words)
-    random.Random(seed).shuffle(words)  # same order as random.seed(seed); random.shuffle(words)
-    n1, n2 = int(0.8 * len(words)), int(0.9 * len(words))
-    splits = words[:n1], words[n1:n2], words[n2:]
-    if not all(splits):
-        raise DataError(
-            f"{len(words)} words are too few for a train/val/test split (each part needs at least one word); "
-            "use a larger corpus"
-        )
-    return splits
+from namegen.words import SOURCES, DataError, load_words, split_words
 
 
 def build_examples(words: list[str], vocab: Vocab, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -43,10 +43,10 @@ from typing import Any
 
 import numpy as np
 
+from namegen.results import RESULT_FILE
 from namegen.errors import ConfigError, UserError
 from namegen.events import Scalars, read_scalars
 
-RESULT_FILE = "result.json"  # = namegen.training.RESULT_FILE; not imported from there, which pulls in torch
 MARKDOWN_FILE = "diagnosis.md"
 JSON_FILE = "diagnosis.json"
 EVENT_GLOB = "events.out.tfevents.*"
@@ -647,15 +647,30 @@ def _is_run(path: Path) -> bool:
     return path.is_dir() and (any(path.glob(EVENT_GLOB)) or (path / RESULT_FILE).is_file())
 
 
-def diagnose_run(run_dir: str | Path, thresholds: Thresholds = Thresholds(),
+def run_thresholds(run_dir: Path) -> Thresholds:
+    """The thresholds the run was configured with (its .hydra/config.yaml's `diagnosis`), else the defaults."""
+    config = run_dir / ".hydra" / "config.yaml"
+    if not config.is_file():
+        return Thresholds()
+    from omegaconf import OmegaConf
+
+    try:
+        node = OmegaConf.load(config).get("diagnosis")
+    except Exception:  # an unreadable record: the defaults, as for a run without one
+        return Thresholds()
+    return Thresholds.from_mapping(node)
+
+
+def diagnose_run(run_dir: str | Path, thresholds: Thresholds | None = None,
                  activations: Mapping[str, str] | None = None) -> Diagnosis:
-    """The diagnosis of one run folder: its event files' scalars and its result.json."""
+    """The diagnosis of one run folder: its event files' scalars and its result.json, with the run's own
+    thresholds unless `thresholds` is given."""
     run_dir = Path(run_dir)
     scalars = read_scalars(run_dir) if any(run_dir.glob(EVENT_GLOB)) else {}
-    return diagnose(scalars, _read_result(run_dir), thresholds, activations)
+    return diagnose(scalars, _read_result(run_dir), thresholds or run_thresholds(run_dir), activations)
 
 
-def diagnose_path(path: str | Path, thresholds: Thresholds = Thresholds()) -> list[tuple[str, Diagnosis]]:
+def diagnose_path(path: str | Path, thresholds: Thresholds | None = None) -> list[tuple[str, Diagnosis]]:
     """(run name, diagnosis) for a run folder, or for each run folder of a sweep folder, by name."""
     path = Path(path)
     if not path.is_dir():
@@ -683,7 +698,7 @@ def write_diagnosis(run_dir: str | Path, diagnosis: Diagnosis, title: str | None
     _write_atomic(run_dir / JSON_FILE, json.dumps(diagnosis.to_dict(), indent=2, allow_nan=False) + "\n")
 
 
-def cmd_diagnose(path: str | Path, thresholds: Thresholds = Thresholds(), write: bool = False) -> str:
+def cmd_diagnose(path: str | Path, thresholds: Thresholds | None = None, write: bool = False) -> str:
     """The text `namegen diagnose PATH` prints: each run's diagnosis, after a health line per run for a sweep.
 
     With `write`, each run folder also gets its diagnosis.md and diagnosis.json.

@@ -107,7 +107,7 @@ class NameGen(L.LightningModule):
             # every process must stop together: the report's forward pass syncs BatchNorm across them
             diverged = self.trainer.strategy.reduce_boolean_decision(diverged, all=False)
         if diverged:
-            stats = layer_stats(self.model, x)
+            stats = layer_stats(self, x)  # names as the diagnostics' tags have them: model.hidden.0.act, ...
             first_bad = next((s["name"] for s in stats if not all(math.isfinite(v) for k, v in s.items() if k != "name")),
                              None)
             raise DivergedError(self.global_step, value, format_layer_stats(stats), first_bad)
@@ -153,10 +153,10 @@ class NameGen(L.LightningModule):
         spec.pop("_partial_", None)
         weight_decay = spec.pop("weight_decay", 0.0)
         params = [g for g in param_groups(self, weight_decay) if g["params"]] if weight_decay else self.parameters()
-        optimizer = instantiate(spec, params=params)
+        optimizer = instantiate(spec, _partial_=True)(params)  # the groups hold tensors: kept out of Hydra's hands
         if self.hparams.scheduler is None:
             return optimizer
-        scheduler = instantiate(self.hparams.scheduler, optimizer=optimizer)
+        scheduler = instantiate(self.hparams.scheduler, _partial_=True)(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- checkpoints -------------------------------------------------------------

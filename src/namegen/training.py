@@ -17,28 +17,16 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-import namegen.resolvers  # noqa: F401  registers the resolvers the config uses
+from namegen.resolvers import SWEPT_KEYS_ENV  # importing it registers the resolvers the config uses
 from namegen.checkpoint import CHECKPOINT_DIR, LAST, read_checkpoint
-from namegen.errors import ConfigError, UserError, check_positive_int
+from namegen.checks import validate
+from namegen.errors import ConfigError, UserError
+from namegen.diagnosis import Thresholds, diagnose_run, write_diagnosis
 from namegen.events import mean_saturation, read_scalars
 from namegen.results import RESULT_FILE, write_result
-from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION, DivergedError, NameGen, build_model
+from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION, DivergedError, NameGen
 
 log = logging.getLogger(__name__)
-
-def validate(cfg: DictConfig) -> None:
-    """Refuse out-of-range numbers before anything is built or written (the model and data check their own)."""
-    lr = cfg.optim.optimizer.get("lr")
-    if lr is not None and not (isinstance(lr, (int, float)) and 0 < lr < math.inf):
-        raise ConfigError(f"optim.optimizer.lr={lr!r} must be a finite number > 0; makemore uses optim.optimizer.lr=0.1")
-    for key in ("trainer.max_steps", "trainer.val_check_interval", "trainer.log_every_n_steps"):
-        check_positive_int(key, OmegaConf.select(cfg, key))
-    if cfg.threads is not None:
-        check_positive_int("threads", cfg.threads)
-    build_model({**OmegaConf.to_container(cfg.model, resolve=True), "block_size": cfg.model.block_size or 1})
-    if not isinstance(cfg.resume, bool) and not Path(str(cfg.resume)).is_dir():
-        raise ConfigError(f"resume={cfg.resume!r}: no such run folder; give resume=true or an existing run folder")
-
 
 def build_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
     """instantiate(node, **kwargs), with a bad argument reported as one line naming the config key."""
@@ -72,21 +60,33 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, NameGen, L.Trainer]:
     return datamodule, module, trainer
 
 
+GROUP_VALUE = {"init": "init.scheme", "norm": "model.norm", "model": "model.arch", "optim": "optim.optimizer._target_",
+               "data": "data.source"}  # what a swept config group's column shows
+
+
 def hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The run's choices, as the HParams table shows them."""
-    data = cfg.data
-    model = {f"model.{k}": v for k, v in container(cfg.model).items() if k not in ("norm", "context") and v is not None}
-    return {
+    """The run's choices for TensorBoard's HParams table: the sweep's swept keys first (so they are the columns
+    it shows), integers as text (the table would print 32 as 32.000)."""
+    model = {f"model.{k}": v for k, v in container(cfg.model).items() if k not in ("norm", "arch", "context")}
+    values = {
         "init": cfg.init.scheme,
         "norm": cfg.model.norm,
-        "optimizer": cfg.optim.optimizer._target_.rsplit(".", 1)[-1],
+        "model": cfg.model.arch,
+        "optim": cfg.optim.optimizer._target_.rsplit(".", 1)[-1],
         "lr": cfg.optim.optimizer.lr,
         **model,
-        "batch_size": data.batch_size,
-        "max_steps": cfg.trainer.max_steps,
+        "data.batch_size": cfg.data.batch_size,
+        "trainer.max_steps": cfg.trainer.max_steps,
         "seed": cfg.seed,
-        "corpus": os.path.basename(data.path) if data.source == "file" else data.source,
+        "data": os.path.basename(cfg.data.path) if cfg.data.source == "file" else cfg.data.source,
     }
+    swept = [k for k in os.environ.get(SWEPT_KEYS_ENV, "").split(",") if k]
+    for key in swept:
+        if key not in values:
+            values[key] = OmegaConf.select(cfg, GROUP_VALUE.get(key, key))
+    ordered = {k: values[k] for k in swept} | values
+    return {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+            for k, v in ordered.items() if v is not None}
 
 
 def resume_from(cfg: DictConfig, run_dir: Path) -> tuple[str | None, int]:
@@ -169,14 +169,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         test_loss = trainer.callback_metrics.get("test/loss")
         result["test_loss"] = float(test_loss) if test_loss is not None else None
 
+    if not trainer.is_global_zero:
+        return result
+    result["activations"] = activation_kinds(module)
     tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-    if tb is not None and trainer.is_global_zero:
+    if tb is not None:
         tb.experiment.flush()
         scalars = read_scalars(run_dir)
         for key, tag in (("train_loss", "train/loss"), ("val_loss", "val/loss")):  # a resume with nothing left to train
             result[key] = result[key] if result[key] is not None else last_value(scalars, tag)
         result["init_saturation"] = mean_saturation(scalars, "first")
         result["final_saturation"] = mean_saturation(scalars, "last")
+    result["finished_at"] = time.time()
+    write_result(run_dir, result)
+    # the diagnosis reads the run back from its folder, as `namegen diagnose` does, so both say the same
+    diagnosis = diagnose_run(run_dir, Thresholds.from_mapping(cfg.get("diagnosis")))
+    write_diagnosis(run_dir, diagnosis)
+    result["health"] = diagnosis.health
+    write_result(run_dir, result)
+    print(f"\n{diagnosis.to_markdown(run_dir.name)}", flush=True)
+    if tb is not None:
+        tb.experiment.add_text("diagnosis", diagnosis.to_markdown(run_dir.name), global_step=trainer.global_step)
         hp_metrics = {
             "hparams/best_val_loss": result["best_val_loss"],
             "hparams/init_loss": result["init_loss"],
@@ -185,7 +198,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         }
         tb.log_hyperparams(hparams(cfg), {k: v for k, v in hp_metrics.items() if v is not None})
         tb.finalize("success" if result["status"] == "ok" else "failed")  # flushes events, writes hparams.yaml
-    if trainer.is_global_zero:
-        result["finished_at"] = time.time()
-        write_result(run_dir, result)
     return result
+
+
+def activation_kinds(module: torch.nn.Module) -> dict[str, str]:
+    """{module path: activation class}, for the diagnosis: a ReLU's healthy flat fraction is not a tanh's."""
+    from callbacks.base import flat_rules, rule_for
+
+    rules = flat_rules()
+    return {name: type(m).__name__ for name, m in module.named_modules() if rule_for(m, rules) is not None}

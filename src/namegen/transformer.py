@@ -26,6 +26,7 @@ ACTIVATIONS = ("gelu", "relu", "tanh")
 
 
 def check_positive_ints(cfg: object, names: tuple[str, ...]) -> None:
+    """Each named field of `cfg` is an int >= 1 (bool excluded); the same rule and message as MLPConfig's."""
     for name in names:
         value = getattr(cfg, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
