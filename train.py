@@ -4,8 +4,11 @@ Exit codes (shared with the `namegen` command): 0 success, 2 a user's mistake (o
 """
 
 import logging
-import shutil
+import multiprocessing
+import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import hydra
@@ -19,18 +22,32 @@ from namegen.results import write_result
 
 log = logging.getLogger("namegen")
 USAGE_ERROR = 2
+WATCH = "namegen-parent-watch"
 
 
 def refuse(cfg: DictConfig, message: str) -> None:
     """A user's mistake: one line that says how to fix it, no traceback, and no stub run folder left behind."""
     run_dir = Path(cfg.run_dir)
-    hydra_only = {".hydra", "train.log"}
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_only:
-        log_file = run_dir / "train.log"
-        if not log_file.exists() or log_file.stat().st_size == 0 or cfg.resume is False:
-            shutil.rmtree(run_dir)  # only what Hydra made for this command: nothing of a run is lost
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()  # the empty folder Hydra made for this command: nothing of a run is lost
     print(f"namegen: error: {message}", file=sys.stderr)
     sys.exit(USAGE_ERROR)
+
+
+def exit_with_parent() -> None:
+    """In a sweep's worker process (joblib's loky workers, started by multiprocessing): end when the sweep's
+    main process dies, even by SIGKILL, instead of training on, orphaned, into the sweep folder.
+    A job run in the main process itself (the basic launcher) has no such parent and does nothing."""
+    if multiprocessing.parent_process() is None or any(t.name == WATCH for t in threading.enumerate()):
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)  # the parent is gone: no one will read what this job writes
+
+    threading.Thread(target=watch, name=WATCH, daemon=True).start()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -54,6 +71,7 @@ def main(cfg: DictConfig) -> float | None:
         return result.get("best_val_loss")  # what a Hydra sweeper (Optuna) minimizes
     # In a sweep, one job's crash must not stop the others or lose their results:
     # record it where the sweep summary will find it, and let the sweep go on.
+    exit_with_parent()
     try:
         from namegen.training import train
 

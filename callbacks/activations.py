@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import lightning as L
@@ -39,19 +40,26 @@ class ActivationStats(ModuleDiagnostic):
         modules: module names to watch instead of the discovered activations.
         pattern: a regex; watch the modules whose names match it instead.
         saturation_threshold: |tanh| (and |2 sigmoid - 1|) above this is flat, in (0, 1).
+        family: the tags' first part; a second instance watching other modules (say a Transformer's
+            attention logits, `pattern=r"attn\.scores$"`, `family="attn"`) needs its own. Only the
+            default family writes the norm/ scalars and the preact/ histograms.
     """
 
     record = {"inputs": True, "outputs": True}
 
     def __init__(self, every_n_steps: int = 500, histogram_every_n_steps: int | None = 2000,
                  modules: Sequence[str] | None = None, pattern: str | None = None,
-                 saturation_threshold: float = SATURATION_THRESHOLD) -> None:
+                 saturation_threshold: float = SATURATION_THRESHOLD, family: str = ACT) -> None:
         super().__init__(every_n_steps, histogram_every_n_steps, modules, pattern, saturation_threshold)
+        if not isinstance(family, str) or not re.fullmatch(r"[a-z_]+", family):
+            raise ValueError(f"family={family!r} must be a tag prefix of lowercase letters and '_', such as 'attn'")
+        self.family = family
         self.norms: Recorder | None = None
 
     def start_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().start_step(trainer, pl_module)
-        self.norms = Recorder(select_modules(pl_module, lambda m: isinstance(m, NORM_TYPES)), inputs=True)
+        if self.family == ACT:
+            self.norms = Recorder(select_modules(pl_module, lambda m: isinstance(m, NORM_TYPES)), inputs=True)
 
     def end_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         recorder, scalars = self.recorder, {}
@@ -59,12 +67,12 @@ class ActivationStats(ModuleDiagnostic):
         for i, name in recorder.indexed():
             x, t = recorder.inputs.get(name), recorder.outputs[name]
             for stat, value in activation_summary(x, t, self.rule(name)).items():
-                scalars[tag(ACT, i, name, stat)] = value
+                scalars[tag(self.family, i, name, stat)] = value
             for writer in histograms:
-                writer.add_histogram(tag(ACT, i, name), t, global_step=self.step, bins=HISTOGRAM_BINS)
-                if x is not None:
+                writer.add_histogram(tag(self.family, i, name), t, global_step=self.step, bins=HISTOGRAM_BINS)
+                if x is not None and self.family == ACT:
                     writer.add_histogram(tag(PREACT, i, name), x, global_step=self.step, bins=HISTOGRAM_BINS)
-        for i, name in self.norms.indexed():
+        for i, name in self.norms.indexed() if self.norms is not None else []:
             scalars[tag(NORM, i, name, "in_std")] = self.norms.inputs[name].std().item()
         self.log_scalars(trainer, scalars)
 

@@ -137,14 +137,36 @@ RESUME = ["resume=true", "callbacks=minimal", "trainer.max_steps=400", "trainer.
           "trainer.num_sanity_val_steps=0"]
 
 
-def test_resume_with_another_model_is_refused(trained_run, tmp_path):
-    shutil.copytree(trained_run / "checkpoints", tmp_path / "checkpoints")
-    with pytest.raises(ConfigError, match="model.depth=5, not 3"):
-        train(make_cfg(tmp_path, *RESUME, "model.depth=3"))
+@pytest.mark.parametrize("override,message", [
+    ("model.depth=3", "model.depth=5, not 3"),
+    ("optim.optimizer.lr=20", "optim.optimizer.lr=0.1, not 20"),  # the checkpoint's would be used: refused instead
+])
+def test_resume_with_another_config_is_refused_and_the_record_kept(trained_run, tmp_path, override, message):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    record = (run / ".hydra" / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=message):
+        train(make_cfg(run, *RESUME, override))
+    assert (run / ".hydra" / "config.yaml").read_text() == record
+
+
+def test_resume_into_a_folder_that_holds_no_run_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="is not a namegen run folder"):
+        train(make_cfg(tmp_path, *RESUME))
+    assert not list(tmp_path.iterdir())
+
+
+def test_resuming_a_finished_run_keeps_its_result(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = (run / "result.json").read_text()
+    train(make_cfg(run, *RESUME[:1], "callbacks=minimal", "trainer.max_steps=300", "trainer.val_check_interval=100",
+                   "trainer.num_sanity_val_steps=0"))
+    assert (run / "result.json").read_text() == before
 
 
 def test_an_older_checkpoint_format_samples_but_does_not_resume(trained_run, tmp_path):
-    shutil.copytree(trained_run / "checkpoints", tmp_path / "checkpoints")
+    shutil.copytree(trained_run, tmp_path, dirs_exist_ok=True)
     for path in (tmp_path / "checkpoints").glob("*.ckpt"):
         ckpt = torch.load(path, weights_only=True)
         hp = ckpt.pop("hyper_parameters")  # format 2 kept the model and vocabulary in its own section

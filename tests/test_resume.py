@@ -10,7 +10,9 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, make_cfg, read_events
+from pathlib import Path
+
+from conftest import REPO, make_cfg, read_events, run_train
 from namegen.training import train
 
 COMMAND = ["callbacks=minimal", "trainer.max_steps=3000", "trainer.val_check_interval=250", "trainer.log_every_n_steps=50"]
@@ -76,3 +78,55 @@ def test_same_config_and_seed_give_bit_identical_losses(tmp_path):
                      "trainer.val_check_interval=100", "trainer.log_every_n_steps=10")
     train(other)
     assert [v for _, v in losses[0]["train/loss"]] != [e.value for e in read_events(tmp_path / "c").Scalars("train/loss")]
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+SWEEP = ["-m", "init=naive,kaiming", "hydra.launcher.n_jobs=2", *COMMAND[:1], "trainer.max_steps=2000",
+         "trainer.val_check_interval=250", "trainer.log_every_n_steps=50"]
+
+
+def test_sigkill_of_a_sweep_takes_its_workers_down_and_the_resumed_sweep_matches(tmp_path):
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *SWEEP, f"hydra.sweep.dir={killed}"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    lasts = [killed / run / "checkpoints" / "last.ckpt" for run in ("init=naive", "init=kaiming")]
+    while not all(p.exists() for p in lasts):
+        assert time.time() < deadline and proc.poll() is None, "the sweep ended before it could be killed"
+        time.sleep(0.1)
+    workers = children(proc.pid)
+    assert workers, "the joblib workers were not found"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(3)  # the workers notice their parent is gone within a second
+    assert not [w for w in workers if alive(w)], "sweep workers outlived the sweep's main process"
+    assert not (killed / "init=naive" / "result.json").exists()
+
+    resumed = run_train(*SWEEP, "resume=true", f"hydra.sweep.dir={killed}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    reference = run_train(*SWEEP, f"hydra.sweep.dir={whole}")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    for run in ("init=naive", "init=kaiming"):
+        a, b = (json.loads((d / run / "result.json").read_text()) for d in (killed, whole))
+        assert a["steps"] == b["steps"] == 2000
+        assert a["val_loss"] == b["val_loss"] and a["test_loss"] == b["test_loss"], run

@@ -124,3 +124,26 @@ def test_unknown_option_fails_at_once(tmp_path):
     assert "Could not find 'init/xavier'" in result.stderr
     result = run_train("trainer.max_stepz=5", f"hydra.run.dir={tmp_path}", timeout=60)
     assert result.returncode != 0 and "max_stepz" in result.stderr
+
+
+def test_tensorboard_opens_on_the_lesson(tmp_path):
+    """Custom Scalars: the lesson's charts first; each regex matches tags the run wrote (no empty chart)."""
+    import re
+
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    train(make_cfg(tmp_path, "callbacks=default", *FAST))
+    events = read_events(tmp_path)
+    layout = layout_pb2.Layout.FromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    assert layout.category[0].title == "1. the lesson"
+    tags = events.Tags()["scalars"]
+    for category in layout.category:
+        for chart in category.chart:
+            if "attention" in chart.title:
+                continue  # a Transformer's; this run is the MLP
+            matched = [t for t in tags for r in chart.multiline.tag if re.search(r, t)]
+            assert matched, chart.title
+    lesson = {c.title: list(c.multiline.tag) for c in layout.category[0].chart}
+    saturation = next(r for title, rs in lesson.items() if title.startswith("saturation") for r in rs)
+    assert sorted(t for t in tags if re.search(saturation, t)) == [f"act/0{i}.model.hidden.{i}.act/saturation"
+                                                                  for i in range(5)]

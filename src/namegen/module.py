@@ -15,10 +15,37 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from callbacks.tags import ACT, GRAD, GRAD_DATA_RATIO, NORM, UPDATE_RATIO, family_regex
 from namegen.checkpoint import CHECKPOINT_KEY, CHECKPOINT_VERSION
 from namegen.errors import ConfigError
 from namegen.nets import build_model
 from namegen.stats import buffers_kept, format_layer_stats, layer_stats
+
+def multiline(*regexes: str) -> list:
+    return ["Multiline", list(regexes)]
+
+
+# TensorBoard's Custom Scalars layout: each quantity as one chart across layers, the lesson's first
+CHARTS = {
+    "1. the lesson": {
+        "loss at step 0 (init/loss) next to log V, a uniform guess's (init/uniform_loss)": multiline(r"^init/"),
+        "train and validation loss": multiline(r"^train/loss$", r"^val/loss$"),
+        "saturation: fraction of each activation in its flat region": multiline(family_regex(ACT, "saturation")),
+        "log10 update:data ratio of each weight matrix (about -3 is healthy)": multiline(family_regex(UPDATE_RATIO)),
+    },
+    "2. activations": {
+        "activation std by layer": multiline(family_regex(ACT, "std")),
+        "dead units (flat for the whole batch)": multiline(family_regex(ACT, "dead")),
+        "std of each norm's input: the scale it takes out": multiline(family_regex(NORM, "in_std")),
+        "attention logits' std (softmax saturates when large)": multiline(family_regex("attn", "std")),
+    },
+    "3. gradients": {
+        "gradient std reaching each activation": multiline(family_regex(GRAD, "std")),
+        "grad:data ratio of each weight matrix": multiline(family_regex(GRAD_DATA_RATIO)),
+    },
+    "4. learning rate": {"learning rate": multiline(r"^lr-")},
+}
+
 
 def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """The one loss: mean cross-entropy of the next character over every position that has one.
@@ -119,6 +146,10 @@ class NameGen(L.LightningModule):
         self.log("test/loss", loss_fn(self.model(batch[0]), batch[1]), batch_size=len(batch[1]))
 
     def on_train_start(self) -> None:
+        if self.trainer.is_global_zero and self.global_step == 0:
+            for logger in self.loggers:  # TensorBoard's Custom Scalars tab: the lesson's charts first
+                if hasattr(logger.experiment, "add_custom_scalars"):
+                    logger.experiment.add_custom_scalars(CHARTS)
         datamodule = self.trainer.datamodule
         if self.global_step == 0 and datamodule is not None:
             # the whole validation split with batch statistics: the loss as the first step sees it, without noise

@@ -20,7 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from namegen.resolvers import SWEPT_KEYS_ENV
-from namegen.results import read_result
+from namegen.results import RESULT_FILE, read_result
 
 # (column, result.json key, format); the summary's columns in order
 COLUMNS = [
@@ -41,7 +41,8 @@ COLUMNS = [
 
 def collect(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
     """(run name, result) for each job folder of a sweep."""
-    return [(run.name, read_result(run)) for run in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir())]
+    runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and ((p / ".hydra").is_dir() or (p / RESULT_FILE).is_file()))
+    return [(run.name, read_result(run)) for run in runs]
 
 
 def _cell(fmt: str, value: Any) -> str:

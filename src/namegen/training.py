@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import lightning as L
 import torch
@@ -104,17 +106,55 @@ def resume_from(cfg: DictConfig, run_dir: Path) -> tuple[str | None, int]:
             f"resume: {last} was written by an older namegen (checkpoint format {ckpt[CHECKPOINT_KEY]['version']}) "
             "that trained differently; it can still be sampled but not resumed: start a new run"
         )
-    saved = ckpt["hyper_parameters"]["model"]
-    wanted = container(cfg.model)
-    differ = {k: (saved.get(k), v) for k, v in wanted.items() if v is not None and saved.get(k) != v}
-    if differ:
-        raise ConfigError(
-            f"resume: {last} was trained with a different model "
-            f"({', '.join(f'model.{k}={a!r}, not {b!r}' for k, (a, b) in differ.items())}); "
-            "resume with the same model overrides"
-        )
     log.info("resuming from %s at step %d", last, ckpt["global_step"])
     return str(last), ckpt["global_step"]
+
+
+RECORD = Path(".hydra") / "config.yaml"  # the run's config, where Hydra would put it; sweeps and reports look for it
+# what a resume may change: how far to train, how fast, and what to watch; nothing the results depend on
+RESUMABLE = ("resume", "run_dir", "trainer.max_steps", "threads", "callbacks", "logger")
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def check_record(cfg: DictConfig, run_dir: Path, resuming: bool) -> None:
+    """Resuming: the run's record must exist and agree with `cfg` on everything but `RESUMABLE`. Then (re)write it."""
+    record = run_dir / RECORD
+    if resuming:
+        if not record.is_file():
+            raise ConfigError(f"resume: {run_dir} is not a namegen run folder (no {RECORD}); give the folder of "
+                              "the run to continue, or resume=false for a new run")
+        saved = flatten(OmegaConf.to_container(OmegaConf.load(record), resolve=False))
+        wanted = flatten(OmegaConf.to_container(cfg, resolve=False))
+        differ = sorted(k for k in saved.keys() | wanted.keys()
+                        if saved.get(k) != wanted.get(k) and not k.startswith(RESUMABLE))
+        if differ:
+            shown = ", ".join(f"{k}={saved.get(k)!r}, not {wanted.get(k)!r}" for k in differ[:3])
+            raise ConfigError(f"resume: {run_dir} was trained with {shown}; resume with the run's own overrides "
+                              f"(its {RECORD}), changing only trainer.max_steps")
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_name(f".{record.name}.tmp")
+    tmp.write_text(OmegaConf.to_yaml(cfg))
+    os.replace(tmp, record)
+
+
+@contextmanager
+def folder_lock(run_dir: Path) -> Iterator[None]:
+    """One training per run folder: an exclusive lock on the folder itself, released when the process ends."""
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another namegen process is training in {run_dir}; wait for it to end, or give "
+                              "another folder") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def last_value(scalars: dict[str, list[tuple[int, float]]], tag: str) -> float | None:
@@ -134,7 +174,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     datamodule, module, trainer = build(cfg)
+    if not trainer.is_global_zero:  # the other processes of a DDP run follow rank zero's folder
+        return fit_and_record(cfg, run_dir, datamodule, module, trainer)
+    with folder_lock(run_dir):
+        return fit_and_record(cfg, run_dir, datamodule, module, trainer)
+
+
+def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule, module: NameGen,
+                   trainer: L.Trainer) -> dict[str, Any]:
     ckpt_path, start_step = resume_from(cfg, run_dir)
+    if trainer.is_global_zero:
+        check_record(cfg, run_dir, resuming=cfg.resume is not False)
     previous = run_dir / RESULT_FILE
     if ckpt_path is not None and start_step >= cfg.trainer.max_steps and previous.is_file():
         log.info("resume: %s already reached step %d; nothing to train, its result is kept", run_dir, start_step)

@@ -18,19 +18,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from namegen.errors import ConfigError
+from namegen.errors import ConfigError, check_positive_int
 from namegen.model import INITS, make_norm
 
 NORMS = ("none", "layernorm")
 ACTIVATIONS = ("gelu", "relu", "tanh")
-
-
-def check_positive_ints(cfg: object, names: tuple[str, ...]) -> None:
-    """Each named field of `cfg` is an int >= 1 (bool excluded); the same rule and message as MLPConfig's."""
-    for name in names:
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"model.{name}={value!r} must be a positive integer; set model.{name} >= 1")
 
 
 @dataclass
@@ -44,7 +36,8 @@ class TransformerConfig:
     activation: str = "gelu"
 
     def __post_init__(self):
-        check_positive_ints(self, ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"))
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            check_positive_int(f"model.{name}", getattr(self, name))
         if self.norm == "batchnorm":
             raise ConfigError(
                 "model.norm=batchnorm breaks the Transformer's causality: its statistics over (B, T) mix later "
