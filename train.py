@@ -72,6 +72,8 @@ def main(cfg: DictConfig) -> float | None:
     # In a sweep, one job's crash must not stop the others or lose their results:
     # record it where the sweep summary will find it, and let the sweep go on.
     exit_with_parent()
+    if (cfg.get("callbacks") or {}).get("progress") is not None:
+        cfg.callbacks.progress.lines = True  # parallel jobs share one console: a line each, not bars that interleave
     try:
         from namegen.training import train
 

@@ -29,6 +29,14 @@ def tiny_sweep(tmp_path_factory, names_txt):
     return sweep, result
 
 
+def test_parallel_jobs_print_one_line_per_refresh_not_interleaved_bars(tiny_sweep):
+    _, result = tiny_sweep
+    console = result.stdout + result.stderr
+    assert "it/s" not in console and "\r" not in console  # no progress bar was drawn
+    for run in RUNS:
+        assert f"{run}  step 40/40  " in console
+
+
 def test_one_flat_folder_per_choice_named_by_the_swept_keys(tiny_sweep):
     sweep, _ = tiny_sweep
     # data.path (a path with '/') and the trainer.* overrides neither nest folders nor enter the names
@@ -36,6 +44,7 @@ def test_one_flat_folder_per_choice_named_by_the_swept_keys(tiny_sweep):
     for run in RUNS:
         assert (sweep / run / "checkpoints" / "best.ckpt").is_file()
         assert list((sweep / run).glob("events.out.tfevents.*"))
+        assert not [p.name for p in (sweep / run).iterdir() if p.is_file() and p.stat().st_size == 0]  # no empty files
 
 
 def test_summary_has_a_row_per_job_and_the_columns(tiny_sweep):
@@ -66,7 +75,7 @@ def test_hparams_are_in_the_event_files(tiny_sweep):
     assert info.hparams["model.depth"].string_value == "5" and info.hparams["data"].string_value == "names.txt"
     experiment = plugin_data_pb2.HParamsPluginData.FromString(
         events.SummaryMetadata("_hparams_/experiment").plugin_data.content).experiment
-    assert [h.name for h in experiment.hparam_infos][:2] == ["init", "norm"]  # swept keys first: the columns shown
+    assert {h.name for h in experiment.hparam_infos if h.differs} == {"init", "norm"}  # the swept keys
     assert "hp_metric" not in events.Tags()["scalars"]
     best = min(e.value for e in events.Scalars("val/loss"))  # from the run's own val/loss curve
     assert events.Scalars("hparams/best_val_loss")[0].value == pytest.approx(best, rel=1e-6)
@@ -135,8 +144,10 @@ def test_a_real_tensorboard_server_serves_the_sweep(tiny_sweep):
             assert "act/00.model.hidden.0.act" in hists[run]
             assert "figures/activations" in images[run]
         experiment = get("/data/plugin/hparams/experiment", {"experimentName": ""})
-        names = {h["name"] for h in experiment["hparamInfos"]}
-        assert {"init", "norm", "lr", "model.depth", "data"} <= names
+        names = [h["name"] for h in experiment["hparamInfos"]]
+        assert {"init", "norm", "lr", "model.depth", "data"} <= set(names)
+        # the swept keys are marked as differing: TensorBoard lists them first and shows them
+        assert names[:2] == ["init", "norm"] and [h.get("differs") for h in experiment["hparamInfos"][:3]] == [True, True, False]
         assert {m["name"]["tag"] for m in experiment["metricInfos"]} >= {"hparams/best_val_loss", "hparams/init_loss"}
     finally:
         server.terminate()

@@ -4,6 +4,7 @@
     python -m namegen.bench quality --data ../shared/data/names.txt      # wall time to val loss <= 2.10
     python -m namegen.bench sweep                                        # the default 2x2 sweep's wall time
     python -m namegen.bench compile                                      # torch.compile against eager
+    python -m namegen.bench commands                                     # how long a user waits for a command
 
 throughput: each round runs every contender once, in turn, in this one process (so
 the machine's noise hits them alike); the report gives each one's median steps/s and
@@ -228,9 +229,43 @@ def bench_sweep(args: argparse.Namespace) -> None:
     print(f"\nparallel / one at a time: {times['joblib'] / times['basic']:.2f}")
 
 
+def bench_commands(args: argparse.Namespace) -> None:
+    """How long a user waits: namegen's commands against `python -c "import torch"`, interleaved, median of rounds."""
+    import shutil
+    import subprocess
+    import sys
+
+    from namegen.training import train
+
+    run = Path(args.out) / "commands_run"
+    if not (run / "checkpoints" / "best.ckpt").is_file():
+        train(compose_cfg([f"run_dir={run}", "experiment=quick", "callbacks=minimal"]))
+    namegen = shutil.which("namegen") or str(Path(sys.executable).with_name("namegen"))
+    train_py = str(CONF_DIR.parent / "train.py")
+    commands = {
+        'python -c "import torch"': [sys.executable, "-c", "import torch"],
+        "namegen --help": [namegen, "--help"],
+        "namegen sample RUN -n 10": [namegen, "sample", str(run), "-n", "10"],
+        "python train.py seed=-1 (a config mistake)": [sys.executable, train_py, "seed=-1",
+                                                       f"hydra.run.dir={Path(args.out) / 'refused'}"],
+    }
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for r in range(args.rounds):
+        for name, command in commands.items():
+            start = time.perf_counter()
+            subprocess.run(command, capture_output=True, cwd=CONF_DIR.parent)
+            times[name].append(time.perf_counter() - start)
+        print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"{t[-1]:.2f} s" for t in times.values()), flush=True)
+    base = statistics.median(times['python -c "import torch"'])
+    print("\n| command | seconds (median) | ratio to importing torch |\n|---|---|---|")
+    for name, t in times.items():
+        print(f"| `{name}` | {statistics.median(t):.2f} | {statistics.median(t) / base:.2f}x |")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["throughput", "quality", "sweep", "compile"], nargs="?", default="throughput")
+    p.add_argument("what", choices=["throughput", "quality", "sweep", "compile", "commands"], nargs="?",
+                   default="throughput")
     p.add_argument("--data", help="a word file (default: the built-in names_first)")
     p.add_argument("--steps", type=int, default=5000, help="throughput: training steps per run (default 5000)")
     p.add_argument("--rounds", type=int, default=5, help="throughput: interleaved rounds (default 5)")
@@ -240,7 +275,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.steps <= WARMUP:
         p.error(f"--steps must exceed the {WARMUP} warm-up steps")
     torch.set_num_threads(1)
-    {"throughput": bench_throughput, "quality": bench_quality, "sweep": bench_sweep, "compile": bench_compile}[
+    {"throughput": bench_throughput, "quality": bench_quality, "sweep": bench_sweep, "compile": bench_compile,
+     "commands": bench_commands}[
         args.what
     ](args)
 

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,6 +30,16 @@ from namegen.results import RESULT_FILE, write_result
 from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION, DivergedError, NameGen
 
 log = logging.getLogger(__name__)
+
+# Lightning's advertising and device banners on every run, and a deprecation inside Lightning itself (its
+# pytree helper on torch >= 2.10): noise in a training log, dropped by message, everything else kept.
+BANNERS = ("💡 Tip:", "GPU available:", "TPU available:", "HPU available:")
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: not str(record.msg).startswith(BANNERS))
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
+# `lightning` gives its logger a console handler of its own; passed on to the root logger too (Hydra's), each
+# line would print twice
+logging.getLogger("lightning").propagate = False
 
 def build_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
     """instantiate(node, **kwargs), with a bad argument reported as one line naming the config key."""
@@ -246,9 +257,29 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataMo
             "hparams/init_saturation": result["init_saturation"],
             "hparams/test_loss": result.get("test_loss"),
         }
-        tb.log_hyperparams(hparams(cfg), {k: v for k, v in hp_metrics.items() if v is not None})
+        write_hparams(tb, hparams(cfg), {k: v for k, v in hp_metrics.items() if v is not None})
         tb.finalize("success" if result["status"] == "ok" else "failed")  # flushes events, writes hparams.yaml
     return result
+
+
+def write_hparams(tb: TensorBoardLogger, values: dict[str, Any], metrics: dict[str, float]) -> None:
+    """TensorBoard's HParams records, with the sweep's swept keys marked as the ones that differ between runs:
+    TensorBoard lists those first and shows them (it would list every key alphabetically otherwise)."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+    swept = set(os.environ.get(SWEPT_KEYS_ENV, "").split(","))
+    experiment, start, end = hparams_summaries(values, metrics)
+    data = plugin_data_pb2.HParamsPluginData.FromString(experiment.value[0].metadata.plugin_data.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in swept
+    experiment.value[0].metadata.plugin_data.content = data.SerializeToString()
+    writer = tb.experiment
+    writer.flush()  # opens the file writer if nothing was written yet
+    for summary in (experiment, start, end):
+        writer.file_writer.add_summary(summary)
+    tb.hparams.update(values)  # hparams.yaml, written on finalize
+    tb.log_metrics(metrics, step=0)
 
 
 def activation_kinds(module: torch.nn.Module) -> dict[str, str]:

@@ -34,6 +34,7 @@ class TransformerConfig:
     n_embd: int = 64
     norm: str = "layernorm"
     activation: str = "gelu"
+    dropout: float = 0.0  # on what each block writes into the residual stream: this small net overfits names
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -47,6 +48,8 @@ class TransformerConfig:
             raise ConfigError(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout={self.dropout!r} must be in [0, 1)")
         if self.n_embd % self.n_head:
             divisors = [d for d in range(1, self.n_embd + 1) if self.n_embd % d == 0]
             raise ConfigError(
@@ -82,6 +85,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = cfg.n_head
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)  # q, k, v for every head in one matmul
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)  # writes back into the residual stream
+        self.drop = nn.Dropout(cfg.dropout)
         self.scores = nn.Identity()
         causal = torch.tril(torch.ones(cfg.block_size, cfg.block_size, dtype=torch.bool))
         self.register_buffer("causal", causal, persistent=False)  # rebuilt from cfg, so kept out of checkpoints
@@ -99,7 +103,7 @@ class CausalSelfAttention(nn.Module):
         att = F.softmax(att, dim=-1)
         y = att @ v  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
-        return self.c_proj(y)
+        return self.drop(self.c_proj(y))
 
 
 class FeedForward(nn.Module):
@@ -110,9 +114,10 @@ class FeedForward(nn.Module):
         self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
         self.act = make_activation(cfg.activation)
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)  # writes back into the residual stream
+        self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(self.act(self.c_fc(x)))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+        return self.drop(self.c_proj(self.act(self.c_fc(x))))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
 
 
 class Block(nn.Module):
