@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from callbacks.tags import ACT, GRAD, GRAD_DATA_RATIO, TAG, UPDATE_RATIO
 from namegen.results import RESULT_FILE
 from namegen.errors import ConfigError, UserError
 from namegen.events import Scalars, read_scalars
@@ -52,10 +53,6 @@ JSON_FILE = "diagnosis.json"
 EVENT_GLOB = "events.out.tfevents.*"
 
 # One regex per tag family. Groups: (index, module path or parameter name[, statistic]).
-ACT_TAG = re.compile(r"^act/(\d+)\.(.+)/(mean|std|saturation|dead)$")
-GRAD_TAG = re.compile(r"^grad/(\d+)\.(.+)/(mean|std)$")
-GRAD_DATA_TAG = re.compile(r"^grad_data_ratio/(\d+)\.(.+)$")
-UPDATE_TAG = re.compile(r"^update_ratio/(\d+)\.(.+)$")
 LR_TAG = re.compile(r"^lr-(?!.*-(?:momentum|weight_decay)$)(.+)$")  # not LearningRateMonitor's momentum/decay tags
 
 # Activations whose flat region is one side of the input (about half the entries at a healthy start).
@@ -229,13 +226,14 @@ class _Layer:
         return [(s, v) for s, v in self.stats.get(stat, []) if math.isfinite(v)]
 
 
-def _layers(scalars: Scalars, pattern: re.Pattern[str]) -> list[_Layer]:
-    """The layers of one tag family, ordered by their index; families without a statistic store it as "value"."""
+def _layers(scalars: Scalars, family: str) -> list[_Layer]:
+    """The layers of one tag family (`callbacks.tags`), ordered by their index; families without a statistic
+    store it as "value"."""
     by_index: dict[int, _Layer] = {}
     for tag, series in scalars.items():
-        if m := pattern.match(tag):
-            layer = by_index.setdefault(int(m.group(1)), _Layer(int(m.group(1)), m.group(2), {}))
-            layer.stats[m.group(3) if pattern.groups >= 3 else "value"] = series
+        if (m := TAG.match(tag)) and m["family"] == family:
+            layer = by_index.setdefault(int(m["index"]), _Layer(int(m["index"]), m["name"], {}))
+            layer.stats[m["stat"] or "value"] = series
     return [by_index[i] for i in sorted(by_index)]
 
 
@@ -304,10 +302,10 @@ class _Run:
     kinds: Mapping[str, str]  # module path -> activation class name, when known
 
     def __post_init__(self) -> None:
-        self.acts = _layers(self.scalars, ACT_TAG)
-        self.grads = _layers(self.scalars, GRAD_TAG)
-        self.updates = _layers(self.scalars, UPDATE_TAG)
-        self.weights = self.updates or _layers(self.scalars, GRAD_DATA_TAG)
+        self.acts = _layers(self.scalars, ACT)
+        self.grads = _layers(self.scalars, GRAD)
+        self.updates = _layers(self.scalars, UPDATE_RATIO)
+        self.weights = self.updates or _layers(self.scalars, GRAD_DATA_RATIO)
 
     def one_sided(self, layer: _Layer) -> bool:
         """Whether the activation is ReLU-like (flat for negative inputs), by its type if known, else by its outputs."""
