@@ -74,3 +74,21 @@ def test_help_answers_without_loading_torch():
     code = "import sys; from namegen.cli import parser; parser().format_help(); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False"
+
+
+def test_train_help_lists_exactly_the_choices(tmp_path):
+    """Every option file of each group, except conf/callbacks' single-callback building blocks, and nothing else."""
+    import re
+
+    import yaml
+
+    from conftest import REPO, run_train
+
+    help_text = run_train("--help", timeout=60).stdout
+    listed = dict(re.findall(r"^(\w+): (.+)$", help_text.split("== Choices", 1)[1].split("== Config", 1)[0], re.M))
+    for group, options in listed.items():
+        files = {p.stem for p in (REPO / "conf" / group).glob("*.yaml")
+                 if group != "callbacks" or "defaults" in (yaml.safe_load(p.read_text()) or {})}
+        shown = {o.strip() for o in options.split(", ") if not o.startswith("[")}
+        assert shown == files, group
+    assert set(listed) == {p.name for p in (REPO / "conf").iterdir() if p.is_dir() and p.name != "hydra"}
