@@ -159,11 +159,11 @@ def test_report_renders_the_table_and_every_figure(tiny_sweep, tmp_path):
 
     from namegen.report import slug
 
+    from namegen.report import report
+
     sweep, _ = tiny_sweep
     out = tmp_path / "report"
-    result = namegen("report", str(sweep), "--out", str(out), "-n", "3", timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    md = (out / "report.md").read_text()
+    md = report(sweep, out, 3).read_text()
     assert "| run | status | health | init loss |" in md and all(f"| {run} | ok |" in md for run in RUNS)
     expected = {"loss_curves.png": (400, 1200), "saturation.png": (400, 1200)}
     for run in RUNS:
@@ -174,3 +174,28 @@ def test_report_renders_the_table_and_every_figure(tiny_sweep, tmp_path):
         image = matplotlib.image.imread(out / name)
         assert image.shape[:2] == (height, width), name
         assert image[..., :3].std() > 0.01, f"{name} is blank"  # something was drawn
+
+
+def test_report_of_one_run_of_a_run_with_lost_events_and_of_a_wrong_folder(tiny_sweep, tmp_path):
+    import shutil
+
+    from namegen.errors import UserError
+    from namegen.report import report
+
+    sweep, _ = tiny_sweep
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    one = copy / "init=kaiming,norm=batchnorm"
+    md = report(one, tmp_path / "one", 2).read_text()  # a single run folder
+    assert "## Diagnosis" in md and "kaiming" in md and "Samples" in md
+    for f in (copy / "init=naive,norm=none").glob("events.out.tfevents.*"):
+        f.unlink()
+    md = report(copy, tmp_path / "lost", 2).read_text()
+    assert "init=naive,norm=none: no readable event files" in md  # said, not silently dropped
+    samples = md.split("## Samples", 1)[1].split("\n## ", 1)[0]
+    assert "init=naive,norm=none" in samples  # still sampled from its checkpoint
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="neither a run folder nor a sweep folder"):
+        report(empty)
+    assert not list(empty.iterdir())  # nothing written into a refused folder

@@ -46,11 +46,10 @@ import numpy as np
 from callbacks.tags import ACT, GRAD, GRAD_DATA_RATIO, TAG, UPDATE_RATIO
 from namegen.results import RESULT_FILE
 from namegen.errors import ConfigError, UserError
-from namegen.events import Scalars, read_scalars
+from namegen.events import EVENT_GLOB, Scalars, read_scalars
 
 MARKDOWN_FILE = "diagnosis.md"
 JSON_FILE = "diagnosis.json"
-EVENT_GLOB = "events.out.tfevents.*"
 
 # One regex per tag family. Groups: (index, module path or parameter name[, statistic]).
 LR_TAG = re.compile(r"^lr-(?!.*-(?:momentum|weight_decay)$)(.+)$")  # not LearningRateMonitor's momentum/decay tags

@@ -14,11 +14,11 @@ import numpy as np
 
 from callbacks import plots
 from callbacks.tags import ACT, GRAD, GRAD_DATA_RATIO, UPDATE_RATIO, WEIGHT_GRAD
-from namegen.checkpoint import load_checkpoint
+from namegen.checkpoint import CHECKPOINT_DIR, load_checkpoint
 from namegen.errors import UserError
-from namegen.events import Scalars, family, histogram_density, layer_saturation, load, scalars_of
+from namegen.events import EVENT_GLOB, Scalars, family, histogram_density, layer_saturation, load, scalars_of
 from namegen.sample import sample_names
-from namegen.results import read_result
+from namegen.results import RESULT_FILE, read_result
 from namegen.sweep import markdown_table, summary_rows, write_summary
 
 def slug(name: str) -> str:
@@ -90,11 +90,16 @@ def lesson_plots(acc, scalars: Scalars, name: str) -> dict[str, object]:
     }
 
 
+def is_run(path: Path) -> bool:
+    """A run folder: it has event files, a result or a checkpoint folder (one of them may have been lost)."""
+    return any(path.glob(EVENT_GLOB)) or (path / RESULT_FILE).is_file() or (path / CHECKPOINT_DIR).is_dir()
+
+
 def run_folders(path: Path) -> list[Path]:
-    """The run folders (with event files) at `path`: the folder itself, or a sweep folder's runs."""
-    if list(path.glob("events.out.tfevents.*")):
+    """The run folders at `path`: the folder itself, or a sweep folder's runs."""
+    if is_run(path):
         return [path]
-    return [d for d in sorted(path.iterdir()) if d.is_dir() and list(d.glob("events.out.tfevents.*"))]
+    return [d for d in sorted(path.iterdir()) if d.is_dir() and is_run(d)]
 
 
 def report(path: str | Path, out_dir: str | Path | None = None, n_samples: int = 8, seed: int = 0) -> Path:
@@ -108,15 +113,19 @@ def report(path: str | Path, out_dir: str | Path | None = None, n_samples: int =
                         "outputs/sweeps/<time>)")
     run_dirs = run_folders(folder)
     if not run_dirs:
-        raise UserError(f"{folder} holds no event files, nor run folders with event files; give a run or sweep folder")
+        raise UserError(f"{folder} is neither a run folder nor a sweep folder of runs; give outputs/runs/<time> or "
+                        "outputs/sweeps/<time>")
     sweep = run_dirs != [folder]
     out = Path(out_dir) if out_dir is not None else folder / "report"
     out.mkdir(parents=True, exist_ok=True)
     table = write_summary(folder) if sweep else markdown_table(*summary_rows([(folder.name, read_result(folder))]))
-    accs = {d.name: load(d, histograms=True) for d in run_dirs}
+    accs = {d.name: load(d, histograms=True) for d in run_dirs if any(d.glob(EVENT_GLOB))}
     scalars = {name: scalars_of(acc) for name, acc in accs.items()}
-    notes = [f"- {name}: its event files hold no scalars (deleted or corrupt?); left out of the plots"
-             for name, s in scalars.items() if not s]
+    lost = [d.name for d in run_dirs if not scalars.get(d.name)]
+    notes = [f"- {name}: no readable event files (deleted or corrupt); left out of the curves and plots, still sampled"
+             for name in lost] + [""] * bool(lost)
+    accs = {name: acc for name, acc in accs.items() if scalars[name]}
+    scalars = {name: s for name, s in scalars.items() if s}
 
     plots.save(loss_curves(scalars), out / "loss_curves.png")
     plots.save(saturation_bars(scalars), out / "saturation.png")
