@@ -39,8 +39,8 @@ def test_submitit_local_launcher_completes_a_sweep(tmp_path):
 
 
 def test_ddp_on_two_cpu_processes_trains_checkpoints_and_keeps_the_processes_in_step(tmp_path):
-    # FAST runs 10 optimizer steps per batch: each backward must still be all-reduced
-    probe = ["+callbacks.probe._target_=rank_probe.RankWeights"]  # tests/ is on the subprocess's PYTHONPATH
+    probe = ["+callbacks.probe._target_=rank_probe.RankWeights",  # tests/ is on the subprocess's PYTHONPATH
+             "+callbacks.hooks._target_=rank_probe.HookCounts"]
     result = run_train("trainer=ddp", "norm=batchnorm", *FAST, *probe, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Starting with 2 processes" in result.stderr + result.stdout
@@ -49,6 +49,9 @@ def test_ddp_on_two_cpu_processes_trains_checkpoints_and_keeps_the_processes_in_
     ranks = json.loads((tmp_path / "rank_weights.json").read_text())
     assert ranks["steps"] == 40 and len(ranks["sums"]) == 2
     assert ranks["sums"][0] == ranks["sums"][1]  # the processes hold the same weights
+    hooks = json.loads((tmp_path / "hook_counts.json").read_text())
+    assert len(hooks["ranks"]) == 2  # every hook once per optimizer step, in each process, as in a single one
+    assert all(counts == {hook: 40 for hook in counts} for counts in hooks["ranks"])
 
 
 def _sync_bn_worker(rank, port, x, out):
