@@ -59,6 +59,8 @@ def main(cfg: DictConfig) -> float | None:
         fixed_dir = any(o.startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra)
         if cfg.resume is True and not fixed_dir:  # a single run's folder is new each time: say which to continue
             refuse(cfg, "resume=true needs the run's folder in a single run; use resume=outputs/runs/<time>")
+        if cfg.resume is True:
+            cfg.resume = cfg.run_dir  # this very folder, which must hold the run to continue
         try:
             validate(cfg)
             from namegen.training import train
@@ -72,12 +74,17 @@ def main(cfg: DictConfig) -> float | None:
     # In a sweep, one job's crash must not stop the others or lose their results:
     # record it where the sweep summary will find it, and let the sweep go on.
     exit_with_parent()
-    if (cfg.get("callbacks") or {}).get("progress") is not None:
+    if cfg.get("callbacks") is not None and cfg.callbacks.get("progress") is not None:
         cfg.callbacks.progress.lines = True  # parallel jobs share one console: a line each, not bars that interleave
     try:
+        validate(cfg)
         from namegen.training import train
 
         return train(cfg).get("best_val_loss")
+    except UserError as e:  # this job's mistake: one line, recorded for the summary; the other jobs go on
+        log.error("namegen: error: %s", e)
+        write_result(Path(cfg.run_dir), {"status": "failed", "error": f"{type(e).__name__}: {e}"})
+        return None
     except Exception as e:
         log.exception("job failed")
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""

@@ -7,10 +7,8 @@ from typing import Sequence
 
 import lightning as L
 
-from callbacks.base import (
-    ACT, HISTOGRAM_BINS, NORM, NORM_TYPES, PREACT, SATURATION_THRESHOLD, ModuleDiagnostic, Recorder, activation_summary,
-    select_modules, tag,
-)
+from callbacks.base import NORM_TYPES, SATURATION_THRESHOLD, ModuleDiagnostic, Recorder, activation_summary, select_modules
+from callbacks.tags import ACT, HISTOGRAM_BINS, NORM, PREACT, tag
 
 
 class ActivationStats(ModuleDiagnostic):

@@ -19,10 +19,6 @@ import torch.nn as nn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.hooks import RemovableHandle
 
-from callbacks.tags import (  # noqa: F401  (re-exported to the callbacks)
-    ACT, FIGURES, GRAD, GRAD_DATA_RATIO, HISTOGRAM_BINS, NORM, PREACT, TAG, UPDATE_RATIO, WEIGHT_GRAD, family_regex, tag,
-)
-
 # ---------------------------------------------------------------------------
 # the flat region of each activation, defined once
 

@@ -9,9 +9,10 @@ import numpy as np
 import torch
 
 from callbacks.base import (
-    FIGURES, SATURATION_THRESHOLD, ModuleDiagnostic, activation_summary, check_interval, grad_data_ratio, update_ratio,
+    SATURATION_THRESHOLD, ModuleDiagnostic, activation_summary, check_interval, grad_data_ratio, update_ratio,
     weight_matrices,
 )
+from callbacks.tags import FIGURES
 from callbacks.plots import distributions, new_axes, render, update_ratios
 
 BINS = 50

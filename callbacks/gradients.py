@@ -6,10 +6,8 @@ from typing import Sequence
 
 import lightning as L
 
-from callbacks.base import (
-    GRAD, GRAD_DATA_RATIO, HISTOGRAM_BINS, SATURATION_THRESHOLD, WEIGHT_GRAD, ModuleDiagnostic, grad_data_ratio, tag,
-    weight_matrices,
-)
+from callbacks.base import SATURATION_THRESHOLD, ModuleDiagnostic, grad_data_ratio, weight_matrices
+from callbacks.tags import GRAD, GRAD_DATA_RATIO, HISTOGRAM_BINS, WEIGHT_GRAD, tag
 
 
 class GradientStats(ModuleDiagnostic):

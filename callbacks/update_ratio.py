@@ -5,7 +5,8 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from callbacks.base import UPDATE_RATIO, StepDiagnostic, tag, update_ratio, weight_matrices
+from callbacks.base import StepDiagnostic, update_ratio, weight_matrices
+from callbacks.tags import UPDATE_RATIO, tag
 
 
 class UpdateRatio(StepDiagnostic):

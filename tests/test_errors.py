@@ -3,7 +3,6 @@
 import logging
 import os
 import shutil
-import sys
 
 import pytest
 import torch
@@ -152,8 +151,11 @@ def test_resume_with_another_config_is_refused_and_the_record_kept(trained_run, 
 
 def test_resume_into_a_folder_that_holds_no_run_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="is not a namegen run folder"):
-        train(make_cfg(tmp_path, *RESUME))
+        train(make_cfg(tmp_path, *RESUME[1:], f"resume={tmp_path}"))
     assert not list(tmp_path.iterdir())
+    result = run_train(*RESUME, f"hydra.run.dir={tmp_path / 'typo'}", timeout=120)  # resume=true, a single run
+    assert result.returncode == 2 and "is not a namegen run folder" in result.stderr
+    assert not (tmp_path / "typo").exists()
 
 
 def test_resuming_a_finished_run_keeps_its_result(trained_run, tmp_path):
@@ -280,3 +282,32 @@ def test_a_malicious_checkpoint_is_refused_and_runs_nothing(tmp_path, trained_ru
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(tmp_path / "evil.ckpt")
     assert not marker.exists()
+
+
+def test_a_sweep_job_with_a_mistake_is_one_line_and_the_others_run(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_train("-m", "hydra/launcher=basic", "optim.optimizer.lr=0,0.1", "callbacks=minimal", *FAST,
+                       f"hydra.sweep.dir={sweep}")
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "namegen: error: optim.optimizer.lr=0 must be a finite number > 0" in result.stdout + result.stderr
+    assert "1 job(s) failed: optim.optimizer.lr=0" in result.stderr
+    assert (sweep / "optim.optimizer.lr=0.1" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_resume_true_into_a_folder_that_holds_no_sweep_is_refused(tmp_path):
+    result = run_train("-m", "init=naive,kaiming", "resume=true", *FAST, f"hydra.sweep.dir={tmp_path / 'typo'}")
+    assert result.returncode == 2 and "holds no runs of a sweep" in result.stderr
+    assert not list((tmp_path / "typo").glob("*/checkpoints")) if (tmp_path / "typo").exists() else True
+
+
+def test_two_trainings_into_one_run_folder_at_once_the_second_is_refused(tmp_path):
+    import fcntl
+
+    fd = os.open(tmp_path, os.O_RDONLY)  # another process holding the folder, as a training does
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        result = run_train("callbacks=minimal", *FAST, f"hydra.run.dir={tmp_path}", timeout=120)
+    finally:
+        os.close(fd)
+    assert result.returncode == 2 and "another namegen process is training in" in result.stderr
+    assert not (tmp_path / "checkpoints").exists() and not list(tmp_path.glob("events.*"))

@@ -50,7 +50,7 @@ def test_self_log_and_the_lr_monitor_land_on_optimizer_steps_in_every_logger(tmp
     train(make_cfg(tmp_path, "logger=[tensorboard,csv]", "callbacks=minimal", "trainer.max_steps=40",
                    "trainer.val_check_interval=20", "trainer.log_every_n_steps=5", "trainer.num_sanity_val_steps=0"))
     events = read_events(tmp_path)
-    with open(tmp_path / "metrics.csv") as f:
+    with open(tmp_path / "csv" / "version_0" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     in_csv = lambda tag: [int(r["step"]) for r in rows if r.get(tag)]  # noqa: E731
     assert steps(events, "train/loss") == in_csv("train/loss") == list(range(4, 40, 5))
@@ -77,7 +77,7 @@ def test_any_max_steps_ends_validated_checkpointed_and_diagnosed(tmp_path):
 
 def test_model_checkpoint_every_n_train_steps_saves_at_those_optimizer_steps(tmp_path):
     ckpts = tmp_path / "every"
-    every = [f"+callbacks.every._target_=lightning.pytorch.callbacks.ModelCheckpoint", f"+callbacks.every.dirpath={ckpts}",
+    every = ["+callbacks.every._target_=lightning.pytorch.callbacks.ModelCheckpoint", f"+callbacks.every.dirpath={ckpts}",
              "+callbacks.every.every_n_train_steps=15", "+callbacks.every.save_top_k=-1",
              "+callbacks.every.filename=\"{step}\""]
     train(make_cfg(tmp_path, "callbacks=minimal", *every, *FAST))

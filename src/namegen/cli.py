@@ -46,12 +46,10 @@ def temperature(text: str) -> float:
 
 
 def sweep_runs(path: Path) -> list[Path]:
-    """The run folders of a sweep folder (those Hydra made), or [] if `path` is not one."""
-    from namegen.checkpoint import CHECKPOINT_DIR
+    """The run folders of a sweep folder, or [] if `path` is not one."""
+    from namegen.results import is_run, run_folders
 
-    if not path.is_dir() or (path / CHECKPOINT_DIR).is_dir():
-        return []
-    return sorted(p for p in path.iterdir() if p.is_dir() and ((p / ".hydra").is_dir() or (p / CHECKPOINT_DIR).is_dir()))
+    return [] if is_run(path) else run_folders(path)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -44,9 +43,9 @@ from typing import Any
 import numpy as np
 
 from callbacks.tags import ACT, GRAD, GRAD_DATA_RATIO, TAG, UPDATE_RATIO
-from namegen.results import RESULT_FILE
+from namegen.results import EVENT_GLOB, RECORD, RESULT_FILE, is_run, run_folders, write_atomic
 from namegen.errors import ConfigError, UserError
-from namegen.events import EVENT_GLOB, Scalars, read_scalars
+from namegen.events import Scalars, read_scalars
 
 MARKDOWN_FILE = "diagnosis.md"
 JSON_FILE = "diagnosis.json"
@@ -640,21 +639,19 @@ def _read_result(run_dir: Path) -> dict[str, Any]:
     return result if isinstance(result, dict) else {}
 
 
-def _is_run(path: Path) -> bool:
-    return path.is_dir() and (any(path.glob(EVENT_GLOB)) or (path / RESULT_FILE).is_file())
-
-
 def run_thresholds(run_dir: Path) -> Thresholds:
-    """The thresholds the run was configured with (its .hydra/config.yaml's `diagnosis`), else the defaults."""
-    config = run_dir / ".hydra" / "config.yaml"
+    """The thresholds the run was configured with (its record's `diagnosis`); the defaults for a run without a
+    record (one trained in someone else's project). An unreadable record is a UserError, not a silent default."""
+    config = run_dir / RECORD
     if not config.is_file():
         return Thresholds()
     from omegaconf import OmegaConf
 
     try:
         node = OmegaConf.load(config).get("diagnosis")
-    except Exception:  # an unreadable record: the defaults, as for a run without one
-        return Thresholds()
+    except Exception as e:  # YAML and OmegaConf raise several types on a damaged file
+        raise UserError(f"{config}: unreadable ({type(e).__name__}); restore it or delete it to use the default "
+                        "thresholds") from None
     return Thresholds.from_mapping(node)
 
 
@@ -673,26 +670,18 @@ def diagnose_path(path: str | Path, thresholds: Thresholds | None = None) -> lis
     if not path.is_dir():
         raise UserError(f"no such folder: {str(path)!r}; give a run folder (outputs/runs/<time>) "
                         "or a sweep folder (outputs/sweeps/<time>)")
-    if _is_run(path):
-        return [(path.name, diagnose_run(path, thresholds))]
-    runs = sorted((p for p in path.iterdir() if _is_run(p)), key=lambda p: p.name)
+    runs = run_folders(path)
     if not runs:
         raise UserError(f"{path} holds no event files or {RESULT_FILE}, nor run folders that do; give a run folder "
                         "(outputs/runs/<time>) or a sweep folder (outputs/sweeps/<time>)")
     return [(p.name, diagnose_run(p, thresholds)) for p in runs]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_diagnosis(run_dir: str | Path, diagnosis: Diagnosis, title: str | None = None) -> None:
     """Write diagnosis.md and diagnosis.json into the run folder, each atomically (temp file, then rename)."""
     run_dir = Path(run_dir)
-    _write_atomic(run_dir / MARKDOWN_FILE, diagnosis.to_markdown(title or run_dir.name))
-    _write_atomic(run_dir / JSON_FILE, json.dumps(diagnosis.to_dict(), indent=2, allow_nan=False) + "\n")
+    write_atomic(run_dir / MARKDOWN_FILE, diagnosis.to_markdown(title or run_dir.name))
+    write_atomic(run_dir / JSON_FILE, json.dumps(diagnosis.to_dict(), indent=2, allow_nan=False) + "\n")
 
 
 def cmd_diagnose(path: str | Path, thresholds: Thresholds | None = None, write: bool = False) -> str:
@@ -704,8 +693,8 @@ def cmd_diagnose(path: str | Path, thresholds: Thresholds | None = None, write: 
     diagnoses = diagnose_path(path, thresholds)
     if write:
         for name, d in diagnoses:
-            write_diagnosis(path if len(diagnoses) == 1 and _is_run(path) else path / name, d, name)
-    if len(diagnoses) == 1 and _is_run(path):
+            write_diagnosis(path if is_run(path) else path / name, d, name)
+    if is_run(path):
         name, d = diagnoses[0]
         return d.to_markdown(name)
     width = max(len(name) for name, _ in diagnoses)

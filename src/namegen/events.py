@@ -14,7 +14,6 @@ from callbacks.tags import ACT, TAG
 logging.getLogger("tensorboard").setLevel(logging.WARNING)
 
 Scalars = dict[str, list[tuple[int, float]]]
-EVENT_GLOB = "events.out.tfevents.*"  # a run folder's TensorBoard event files
 
 
 def load(run_dir: str | Path, histograms: bool = False) -> EventAccumulator:

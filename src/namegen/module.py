@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from callbacks.tags import ACT, GRAD, GRAD_DATA_RATIO, NORM, UPDATE_RATIO, family_regex
+from callbacks.tags import ACT, ATTN, GRAD, GRAD_DATA_RATIO, NORM, UPDATE_RATIO, family_regex
 from namegen.checkpoint import CHECKPOINT_KEY, CHECKPOINT_VERSION
 from namegen.errors import ConfigError
 from namegen.nets import build_model
@@ -37,7 +37,7 @@ CHARTS = {
         "activation std by layer": multiline(family_regex(ACT, "std")),
         "dead units (flat for the whole batch)": multiline(family_regex(ACT, "dead")),
         "std of each norm's input: the scale it takes out": multiline(family_regex(NORM, "in_std")),
-        "attention logits' std (softmax saturates when large)": multiline(family_regex("attn", "std")),
+        "attention logits' std (softmax saturates when large)": multiline(family_regex(ATTN, "std")),
     },
     "3. gradients": {
         "gradient std reaching each activation": multiline(family_regex(GRAD, "std")),
@@ -69,7 +69,9 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     params = [p for p in module.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     other = [p for p in params if p.dim() < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
+    # named, so LearningRateMonitor's tags say which group: lr-AdamW/decay, lr-AdamW/no_decay
+    return [{"params": decay, "weight_decay": weight_decay, "name": "decay"},
+            {"params": other, "weight_decay": 0.0, "name": "no_decay"}]
 
 
 class NameGen(L.LightningModule):
@@ -107,7 +109,7 @@ class NameGen(L.LightningModule):
             raise ConfigError(f"diverge_factor={diverge_factor!r} must be > 1 (a multiple of the initial loss)")
         self.save_hyperparameters(logger=False)  # namegen writes its own HParams table at the end of a run
         self.vocab = list(vocab)
-        self.model = build_model(model, init or {"scheme": "kaiming"})
+        self.model = build_model(model, {"scheme": "kaiming"} if init is None else init)
         self.init_loss: float | None = None
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -121,7 +123,8 @@ class NameGen(L.LightningModule):
         self.check_diverged(loss, x)
         # self.log costs about as much as this net's whole step, and Lightning writes the value only on
         # its logging steps ((step + 1) % log_every_n_steps == 0): call it on those alone
-        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+        last = self.global_step + 1 == self.trainer.max_steps  # Lightning writes the logs of the final step too
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0 or last:
             self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -180,10 +183,15 @@ class NameGen(L.LightningModule):
         """The optimizer (weight decay on matrices only) and, if configured, its scheduler, stepped every step."""
         from hydra.utils import instantiate  # the nodes are Hydra's; imported here so loading a checkpoint stays light
 
-        spec = dict(self.hparams.optimizer or {"_target_": "torch.optim.SGD", "lr": 0.1})
+        if self.hparams.optimizer is None:
+            raise ConfigError("NameGen needs an optimizer: give optimizer={'_target_': 'torch.optim.SGD', 'lr': 0.1}")
+        spec = dict(self.hparams.optimizer)
         spec.pop("_partial_", None)
-        weight_decay = spec.pop("weight_decay", 0.0)
-        params = [g for g in param_groups(self, weight_decay) if g["params"]] if weight_decay else self.parameters()
+        weight_decay = spec.pop("weight_decay", 0.0)  # explicit: AdamW's own default (0.01) would decay everything
+        if weight_decay > 0:
+            params = [g for g in param_groups(self, weight_decay) if g["params"]]
+        else:
+            params = [{"params": list(self.parameters()), "weight_decay": 0.0}]
         optimizer = instantiate(spec, _partial_=True)(params)  # the groups hold tensors: kept out of Hydra's hands
         if self.hparams.scheduler is None:
             return optimizer

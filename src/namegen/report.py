@@ -14,11 +14,11 @@ import numpy as np
 
 from callbacks import plots
 from callbacks.tags import ACT, GRAD, GRAD_DATA_RATIO, UPDATE_RATIO, WEIGHT_GRAD
-from namegen.checkpoint import CHECKPOINT_DIR, load_checkpoint
+from namegen.checkpoint import load_checkpoint
 from namegen.errors import UserError
-from namegen.events import EVENT_GLOB, Scalars, family, histogram_density, layer_saturation, load, scalars_of
+from namegen.events import Scalars, family, histogram_density, layer_saturation, load, scalars_of
 from namegen.sample import sample_names
-from namegen.results import RESULT_FILE, read_result
+from namegen.results import EVENT_GLOB, read_result, run_folders
 from namegen.sweep import markdown_table, summary_rows, write_summary
 
 def slug(name: str) -> str:
@@ -88,18 +88,6 @@ def lesson_plots(acc, scalars: Scalars, name: str) -> dict[str, object]:
                                             curves(WEIGHT_GRAD, weight_label)),
         "update_ratios": plots.update_ratios(updates),
     }
-
-
-def is_run(path: Path) -> bool:
-    """A run folder: it has event files, a result or a checkpoint folder (one of them may have been lost)."""
-    return any(path.glob(EVENT_GLOB)) or (path / RESULT_FILE).is_file() or (path / CHECKPOINT_DIR).is_dir()
-
-
-def run_folders(path: Path) -> list[Path]:
-    """The run folders at `path`: the folder itself, or a sweep folder's runs."""
-    if is_run(path):
-        return [path]
-    return [d for d in sorted(path.iterdir()) if d.is_dir() and is_run(d)]
 
 
 def report(path: str | Path, out_dir: str | Path | None = None, n_samples: int = 8, seed: int = 0) -> Path:

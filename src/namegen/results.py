@@ -8,13 +8,33 @@ from pathlib import Path
 from typing import Any
 
 RESULT_FILE = "result.json"
+RECORD = Path(".hydra") / "config.yaml"  # the run's config, where Hydra would put it (namegen writes it)
+EVENT_GLOB = "events.out.tfevents.*"  # a run folder's TensorBoard event files
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file, then rename it into place: a kill mid-write leaves the previous file whole."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def write_result(run_dir: Path, result: dict[str, Any]) -> None:
-    """Atomically: a kill mid-write leaves the previous record whole."""
-    tmp = run_dir / f".{RESULT_FILE}.tmp"
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    os.replace(tmp, run_dir / RESULT_FILE)
+    write_atomic(run_dir / RESULT_FILE, json.dumps(result, indent=2, default=str))
+
+
+def is_run(path: Path) -> bool:
+    """A run folder: one namegen trained or tried to train in (its record, result, checkpoints or event files;
+    any of them may have been lost)."""
+    return path.is_dir() and ((path / RECORD).is_file() or (path / RESULT_FILE).is_file()
+                              or (path / "checkpoints").is_dir() or any(path.glob(EVENT_GLOB)))
+
+
+def run_folders(path: Path) -> list[Path]:
+    """The runs at `path`: the folder itself if it is a run, else the runs among its subfolders (a sweep)."""
+    if is_run(path):
+        return [path]
+    return sorted(d for d in path.iterdir() if is_run(d)) if path.is_dir() else []
 
 
 def read_result(run: Path) -> dict[str, Any]:

@@ -17,10 +17,10 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from namegen.resolvers import SWEPT_KEYS_ENV
-from namegen.results import RESULT_FILE, read_result
+from namegen.results import is_run, read_result, run_folders
 
 # (column, result.json key, format); the summary's columns in order
 COLUMNS = [
@@ -41,8 +41,7 @@ COLUMNS = [
 
 def collect(sweep_dir: Path) -> list[tuple[str, dict[str, Any]]]:
     """(run name, result) for each job folder of a sweep."""
-    runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and ((p / ".hydra").is_dir() or (p / RESULT_FILE).is_file()))
-    return [(run.name, read_result(run)) for run in runs]
+    return [(run.name, read_result(run)) for run in sorted(sweep_dir.iterdir()) if is_run(run)]
 
 
 def _cell(fmt: str, value: Any) -> str:
@@ -81,6 +80,12 @@ class SweepCallback(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if config.get("resume") is True and not run_folders(sweep_dir):
+            # every job would start over from step 0: the folder is new or mistyped, not a sweep to continue
+            print(f"namegen: error: resume=true: {sweep_dir} holds no runs of a sweep; give the folder of the sweep "
+                  "to continue in hydra.sweep.dir", file=sys.stderr)
+            sys.exit(2)
         overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
         os.environ[SWEPT_KEYS_ENV] = ",".join(o.key_or_group for o in overrides if o.is_sweep_override())
 

@@ -26,7 +26,7 @@ from namegen.checks import validate
 from namegen.errors import ConfigError, UserError
 from namegen.diagnosis import Thresholds, diagnose_run, write_diagnosis
 from namegen.events import mean_saturation, read_scalars
-from namegen.results import RESULT_FILE, write_result
+from namegen.results import RECORD, RESULT_FILE, write_atomic, write_result
 from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION, DivergedError, NameGen
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,8 @@ def build_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
         cause = e.__cause__
         if isinstance(cause, UserError):  # Hydra wraps it; the user needs our message, not the wrapper's
             raise cause from None
-        if isinstance(cause, ValueError):  # an argument check (the callbacks' own) refused a value
-            raise ConfigError(f"{key}: {cause}") from None
+        if isinstance(cause, (ValueError, TypeError)):  # an argument check refused a value, or an unknown argument
+            raise ConfigError(f"{key}: {str(cause).strip().splitlines()[0]}") from None
         raise
 
 
@@ -69,7 +69,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, NameGen, L.Trainer]:
     if loggers is not None and "_target_" in loggers:  # one logger, or a mapping name -> logger
         loggers = {"logger": loggers}
     logger = [build_node(c, f"logger.{name}") for name, c in (loggers or {}).items() if c is not None] or False
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=cfg.run_dir)
+    trainer = build_node(cfg.trainer, "trainer", callbacks=callbacks, logger=logger, default_root_dir=cfg.run_dir)
     return datamodule, module, trainer
 
 
@@ -86,7 +86,7 @@ def hparams(cfg: DictConfig) -> dict[str, Any]:
         "norm": cfg.model.norm,
         "model": cfg.model.arch,
         "optim": cfg.optim.optimizer._target_.rsplit(".", 1)[-1],
-        "lr": cfg.optim.optimizer.lr,
+        "lr": cfg.optim.optimizer.get("lr"),
         **model,
         "data.batch_size": cfg.data.batch_size,
         "trainer.max_steps": cfg.trainer.max_steps,
@@ -121,9 +121,9 @@ def resume_from(cfg: DictConfig, run_dir: Path) -> tuple[str | None, int]:
     return str(last), ckpt["global_step"]
 
 
-RECORD = Path(".hydra") / "config.yaml"  # the run's config, where Hydra would put it; sweeps and reports look for it
-# what a resume may change: how far to train, how fast, and what to watch; nothing the results depend on
-RESUMABLE = ("resume", "run_dir", "trainer.max_steps", "threads", "callbacks", "logger")
+# what a resume may change: how fast and what to watch, nothing the results depend on. Not trainer.max_steps:
+# the LR schedule restored from the checkpoint was laid out over the original one.
+RESUMABLE = ("resume", "run_dir", "threads", "callbacks", "logger")
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -135,10 +135,13 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 def check_record(cfg: DictConfig, run_dir: Path, resuming: bool) -> None:
     """Resuming: the run's record must exist and agree with `cfg` on everything but `RESUMABLE`. Then (re)write it."""
     record = run_dir / RECORD
-    if resuming:
-        if not record.is_file():
+    if resuming and not record.is_file():
+        if not isinstance(cfg.resume, bool) or (run_dir / CHECKPOINT_DIR).exists():
             raise ConfigError(f"resume: {run_dir} is not a namegen run folder (no {RECORD}); give the folder of "
                               "the run to continue, or resume=false for a new run")
+        # resume=true in a sweep whose job never started (the sweep callback checked the sweep holds runs)
+        log.info("resume: %s holds no run yet; it starts at step 0", run_dir)
+    elif resuming:
         saved = flatten(OmegaConf.to_container(OmegaConf.load(record), resolve=False))
         wanted = flatten(OmegaConf.to_container(cfg, resolve=False))
         differ = sorted(k for k in saved.keys() | wanted.keys()
@@ -148,9 +151,7 @@ def check_record(cfg: DictConfig, run_dir: Path, resuming: bool) -> None:
             raise ConfigError(f"resume: {run_dir} was trained with {shown}; resume with the run's own overrides "
                               f"(its {RECORD}), changing only trainer.max_steps")
     record.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_name(f".{record.name}.tmp")
-    tmp.write_text(OmegaConf.to_yaml(cfg))
-    os.replace(tmp, record)
+    write_atomic(record, OmegaConf.to_yaml(cfg))
 
 
 @contextmanager
