@@ -8,7 +8,9 @@ from typing import Sequence
 import lightning as L
 
 from callbacks.base import NORM_TYPES, SATURATION_THRESHOLD, ModuleDiagnostic, Recorder, activation_summary, select_modules
-from callbacks.tags import ACT, HISTOGRAM_BINS, NORM, PREACT, tag
+from callbacks.tags import (
+    ACT, FIGURES, GRAD, GRAD_DATA_RATIO, HISTOGRAM_BINS, NORM, PREACT, UPDATE_RATIO, WEIGHT_GRAD, tag,
+)
 
 
 class ActivationStats(ModuleDiagnostic):
@@ -49,8 +51,10 @@ class ActivationStats(ModuleDiagnostic):
                  modules: Sequence[str] | None = None, pattern: str | None = None,
                  saturation_threshold: float = SATURATION_THRESHOLD, family: str = ACT) -> None:
         super().__init__(every_n_steps, histogram_every_n_steps, modules, pattern, saturation_threshold)
-        if not isinstance(family, str) or not re.fullmatch(r"[a-z_]+", family):
-            raise ValueError(f"family={family!r} must be a tag prefix of lowercase letters and '_', such as 'attn'")
+        taken = {GRAD, NORM, PREACT, GRAD_DATA_RATIO, UPDATE_RATIO, WEIGHT_GRAD, FIGURES}
+        if not isinstance(family, str) or not re.fullmatch(r"[a-z_]+", family) or family in taken:
+            raise ValueError(f"family={family!r} must be a tag prefix of lowercase letters and '_', such as 'attn', "
+                             f"and none of the other callbacks' ({', '.join(sorted(taken))})")
         self.family = family
         self.norms: Recorder | None = None
 

@@ -79,7 +79,7 @@ def activation_summary(x: torch.Tensor, t: torch.Tensor, rule: FlatRule | None) 
     """mean and std of the output `t`; with a rule, saturation (fraction of flat entries) and dead (fraction of
     units flat for every example: the last dimension is the unit, every other one an example)."""
     summary = {"mean": t.mean().item(), "std": t.std().item() if t.numel() > 1 else 0.0}
-    if rule is not None:
+    if rule is not None and (rule.on == "output" or x is not None):
         flat = rule.flat(t if rule.on == "output" else x)
         summary["saturation"] = flat.float().mean().item()
         summary["dead"] = flat.reshape(-1, flat.shape[-1]).all(dim=0).float().mean().item() if flat.dim() else 0.0
@@ -156,16 +156,18 @@ class Recorder:
         self.outputs: dict[str, torch.Tensor] = {}
         self.grads: dict[str, torch.Tensor] = {}
         self.want = (inputs, outputs, grads)
-        self.handles: list[RemovableHandle] = [m.register_forward_hook(self.forward_hook(n)) for n, m in modules]
+        self.handles: list[RemovableHandle] = [m.register_forward_hook(self.forward_hook(n), with_kwargs=True)
+                                               for n, m in modules]
 
     def forward_hook(self, name: str):
-        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
             if name in self.order or not isinstance(output, torch.Tensor):
                 return
             self.order.append(name)
             inputs, outputs, grads = self.want
-            if inputs and args and isinstance(args[0], torch.Tensor):
-                self.inputs[name] = args[0].detach().clone()  # an in-place activation would overwrite it
+            x = args[0] if args else next(iter(kwargs.values()), None)  # the input, however it was passed
+            if inputs and isinstance(x, torch.Tensor):
+                self.inputs[name] = x.detach().clone()  # an in-place activation would overwrite it
             if outputs:
                 self.outputs[name] = output.detach()
             if grads and output.requires_grad:

@@ -13,6 +13,7 @@ from callbacks.base import (
     weight_matrices,
 )
 from callbacks.tags import FIGURES
+from lightning.pytorch.utilities import rank_zero_warn
 from callbacks.plots import distributions, new_axes, render, update_ratios
 
 BINS = 50
@@ -133,7 +134,11 @@ class DiagnosticFigures(ModuleDiagnostic):
 
     def saturation_map_figure(self):
         order = self.recorder.order
-        name = order[self.saturation_layer % len(order)]
+        if not -len(order) <= self.saturation_layer < len(order) and "saturation_layer" not in self.warned:
+            self.warned.add("saturation_layer")
+            rank_zero_warn(f"DiagnosticFigures: saturation_layer={self.saturation_layer} is out of range for "
+                           f"{len(order)} watched modules ({-len(order)}..{len(order) - 1}); drawing the last one")
+        name = order[self.saturation_layer] if -len(order) <= self.saturation_layer < len(order) else order[-1]
         rule, t = self.rule(name), self.recorder.outputs[name]
         fig, ax = new_axes(f"{name}, step {self.step}", "example", "unit")
         if rule is None:

@@ -9,6 +9,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 
+from callbacks.base import check_interval
+
 
 class StepProgressBar(TQDMProgressBar):
     """Lightning's TQDM bar, out of `trainer.max_steps` for an endless stream of batches (Lightning shows `?`).
@@ -28,6 +30,9 @@ class StepProgressBar(TQDMProgressBar):
     """
 
     def __init__(self, refresh_rate: int = 500, lines: bool = False) -> None:
+        check_interval("refresh_rate", refresh_rate)
+        if not isinstance(lines, bool):
+            raise ValueError(f"lines={lines!r} must be true or false")
         super().__init__(refresh_rate=refresh_rate)
         self.lines = lines
 
@@ -56,7 +61,8 @@ class StepProgressBar(TQDMProgressBar):
                 metrics = " ".join(f"{k}={float(v):.3f}" for k, v in self.get_metrics(trainer, pl_module).items()
                                    if k != "v_num")
                 label = Path(trainer.default_root_dir).name
-                print(f"{label}  step {step}/{trainer.max_steps}  {metrics}", file=sys.stderr, flush=True)
+                total = f"/{trainer.max_steps}" if trainer.max_steps > 0 else ""
+                print(f"{label}  step {step}{total}  {metrics}", file=sys.stderr, flush=True)
             return
         bar = self.train_progress_bar
         if bar is not None and not bar.disable:

@@ -294,7 +294,7 @@ def step0_saturation(names, tmp_path: Path, init: str, norm: str) -> list[float]
 
     L.seed_everything(42, verbose=False)
     module = NameGen({"arch": "mlp", "vocab_size": len(names.vocab), "norm": norm}, names.vocab.to_list(),
-                     init={"scheme": init})
+                     optimizer={"_target_": "torch.optim.SGD", "lr": 0.1}, init={"scheme": init})
     fit(module, [ActivationStats(every_n_steps=1000, histogram_every_n_steps=None)], tmp_path,
         train=names.train_dataloader(), val=names.val_dataloader())
     acc = read_events(tmp_path)

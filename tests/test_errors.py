@@ -88,7 +88,8 @@ def test_not_utf8(tmp_path):
     ("seed=-1", r"seed=-1 must be an integer in 0 .. 2\*\*32 - 1"),
     ("seed=abc", r"seed='abc' must be an integer in 0 .. 2\*\*32 - 1"),
     ("init.output_scale=1e30", r"init.output_scale=1e\+30 must be in \(0, 10\]"),
-    ("model.n_hidden=1000000", r"model.n_hidden=1000000: the model would hold .* parameters"),
+    ("model.n_hidden=1000000", r"the model \(.*model.n_hidden=1000000.*\) would hold .* parameters"),
+    ("init.scheme=xavier", r"unknown init.scheme .xavier.; choose one of naive, kaiming, pytorch"),
     ("~callbacks.lr_monitor", None),  # not a mistake: the control row
 ])
 def test_bad_numbers(tmp_path, override, message):

@@ -67,8 +67,13 @@ def validate(cfg: DictConfig) -> None:
         model = build_model({**spec, "block_size": 64 if block_size is None else block_size})
     params = sum(p.numel() for p in model.parameters())
     if params * BYTES_PER_PARAMETER > memory_bytes():
-        raise ConfigError(f"model.n_hidden={cfg.model.get('n_hidden', cfg.model.get('n_embd'))}: the model would hold "
-                          f"{params:,} parameters, more than this machine's memory can train; make it smaller")
+        sizes = ", ".join(f"model.{k}={v}" for k, v in spec.items() if isinstance(v, int) and not isinstance(v, bool))
+        raise ConfigError(f"the model ({sizes}) would hold {params:,} parameters, more than this machine's "
+                          f"{memory_bytes() / 2**30:.0f} GiB can train; make it smaller")
+    from namegen.model import INITS
+
+    if init.scheme not in INITS:
+        raise ConfigError(f"unknown init.scheme {init.scheme!r}; choose one of {', '.join(INITS)}")
     stand_in = torch.zeros(1, requires_grad=True)
     optimizer = build_or_refuse(cfg.optim.optimizer, "optim.optimizer", [stand_in])
     if cfg.optim.get("scheduler") is not None:

@@ -35,8 +35,8 @@ def read_scalars(run_dir: str | Path) -> Scalars:
 
 
 def family(tags, name: str, stat: str | None = None) -> list[tuple[int, str, str]]:
-    """(index, module or parameter name, tag) of every `callbacks.base.tag(name, i, ..., stat)` among `tags`,
-    in index order (forward order for activations, parameter order for weights)."""
+    """(index, module or parameter name, tag) of every `callbacks.tags.tag(name, i, ..., stat)` among `tags`,
+    in index order (forward order for activations, parameter order for weights); see `callbacks.tags`."""
     found = []
     for t in tags:
         m = TAG.match(t)
