@@ -15,7 +15,7 @@ from pathlib import Path
 from conftest import REPO, make_cfg, read_events, run_train
 from namegen.training import train
 
-COMMAND = ["callbacks=minimal", "trainer.max_steps=3000", "trainer.val_check_interval=250", "trainer.log_every_n_steps=50"]
+COMMAND = ["callbacks=minimal", "trainer.max_steps=2000", "trainer.val_check_interval=250", "trainer.log_every_n_steps=50"]
 
 
 def start(run_dir, *extra):
@@ -51,7 +51,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
 
     step_a, weights_a, result_a = final_state(killed)
     step_b, weights_b, result_b = final_state(whole)
-    assert step_a == step_b == 3000
+    assert step_a == step_b == 2000
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
     for key in ("init_loss", "train_loss", "val_loss", "best_val_loss", "test_loss"):
@@ -59,9 +59,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     # the resumed run logged the same validation losses at the same steps as the uninterrupted one
     curve = lambda d, tag: {e.step: e.value for e in read_events(d).Scalars(tag)}  # noqa: E731
     assert curve(killed, "val/loss") == curve(whole, "val/loss")
-    # the scheduler was restored: the decay at step 2,250 (3/4 of 3,000) happened in the resumed part, on time
+    # the scheduler was restored: the decay at step 1,500 (3/4 of 2,000) happened in the resumed part, on time
     lr = curve(killed, "lr-SGD")
-    assert lr == curve(whole, "lr-SGD") and lr[2249] == pytest.approx(0.1) and lr[2299] == pytest.approx(0.01)
+    assert lr == curve(whole, "lr-SGD") and lr[1449] == pytest.approx(0.1) and lr[1499] == pytest.approx(0.01)
 
 
 def test_same_config_and_seed_give_bit_identical_losses(tmp_path):
@@ -101,7 +101,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-SWEEP = ["-m", "init=naive,kaiming", "hydra.launcher.n_jobs=2", *COMMAND[:1], "trainer.max_steps=2000",
+SWEEP = ["-m", "init=naive,kaiming", "hydra.launcher.n_jobs=2", *COMMAND[:1], "trainer.max_steps=1200",
          "trainer.val_check_interval=250", "trainer.log_every_n_steps=50"]
 
 
@@ -128,5 +128,5 @@ def test_sigkill_of_a_sweep_takes_its_workers_down_and_the_resumed_sweep_matches
     assert reference.returncode == 0, reference.stderr[-3000:]
     for run in ("init=naive", "init=kaiming"):
         a, b = (json.loads((d / run / "result.json").read_text()) for d in (killed, whole))
-        assert a["steps"] == b["steps"] == 2000
+        assert a["steps"] == b["steps"] == 1200
         assert a["val_loss"] == b["val_loss"] and a["test_loss"] == b["test_loss"], run
