@@ -58,6 +58,9 @@ def test_summary_has_a_row_per_job_and_the_columns(tiny_sweep):
     assert abs(float(by_run["init=kaiming,norm=none"]["init_loss"]) - math.log(27)) < 0.15
     assert float(by_run["init=naive,norm=none"]["init_saturation"]) > 0.5
     assert float(by_run["init=kaiming,norm=batchnorm"]["init_saturation"]) < 0.1
+    # the diagnosis, in the health column: the lesson's two failures for naive/none, nothing for kaiming/batchnorm
+    assert {"confident_start", "saturated"} <= set(by_run["init=naive,norm=none"]["health"].split(","))
+    assert by_run["init=kaiming,norm=batchnorm"]["health"] == "healthy"
     md = (sweep / "summary.md").read_text()
     assert all(run in md for run in RUNS) and "| sat@0 |" in md
     assert "Sweep summary" in result.stdout and "init=naive,norm=none" in result.stdout
