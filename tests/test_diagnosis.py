@@ -394,7 +394,7 @@ def test_diagnose_path_refuses_what_is_neither_a_run_nor_a_sweep(tmp_path):
     with pytest.raises(UserError, match="no such folder"):
         diagnose_path(tmp_path / "file.txt")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="holds no event files .*give a run folder .* or a sweep folder") as e:
+    with pytest.raises(UserError, match="neither a run folder nor a sweep folder of runs; give outputs/runs") as e:
         diagnose_path(tmp_path)
     assert "\n" not in str(e.value)
 

@@ -15,21 +15,22 @@ from pathlib import Path
 USAGE_ERROR = 2  # argparse's own code for a bad command line; every user mistake uses it
 
 
-def positive_int(text: str) -> int:
+def integer(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def positive_int(text: str) -> int:
+    value = integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
     return value
 
 
 def seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    value = integer(text)
     if not 0 <= value < 2**63:  # torch seeds are 64-bit
         raise argparse.ArgumentTypeError(f"{value} is out of range; give a seed in 0 .. 2**63 - 1")
     return value

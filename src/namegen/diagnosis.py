@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from callbacks.tags import ACT, GRAD, GRAD_DATA_RATIO, TAG, UPDATE_RATIO
-from namegen.results import EVENT_GLOB, RECORD, RESULT_FILE, is_run, run_folders, write_atomic
+from namegen.results import EVENT_GLOB, RECORD, RESULT_FILE, is_run, require_runs, write_atomic
 from namegen.errors import ConfigError, UserError
 from namegen.events import Scalars, read_scalars
 
@@ -666,15 +666,7 @@ def diagnose_run(run_dir: str | Path, thresholds: Thresholds | None = None,
 
 def diagnose_path(path: str | Path, thresholds: Thresholds | None = None) -> list[tuple[str, Diagnosis]]:
     """(run name, diagnosis) for a run folder, or for each run folder of a sweep folder, by name."""
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"no such folder: {str(path)!r}; give a run folder (outputs/runs/<time>) "
-                        "or a sweep folder (outputs/sweeps/<time>)")
-    runs = run_folders(path)
-    if not runs:
-        raise UserError(f"{path} holds no event files or {RESULT_FILE}, nor run folders that do; give a run folder "
-                        "(outputs/runs/<time>) or a sweep folder (outputs/sweeps/<time>)")
-    return [(p.name, diagnose_run(p, thresholds)) for p in runs]
+    return [(p.name, diagnose_run(p, thresholds)) for p in require_runs(Path(path))]
 
 
 def write_diagnosis(run_dir: str | Path, diagnosis: Diagnosis, title: str | None = None) -> None:

@@ -15,10 +15,9 @@ import numpy as np
 from callbacks import plots
 from callbacks.tags import ACT, GRAD, GRAD_DATA_RATIO, UPDATE_RATIO, WEIGHT_GRAD
 from namegen.checkpoint import load_checkpoint
-from namegen.errors import UserError
 from namegen.events import Scalars, family, histogram_density, layer_saturation, load, scalars_of
 from namegen.sample import sample_names
-from namegen.results import EVENT_GLOB, read_result, run_folders
+from namegen.results import EVENT_GLOB, read_result, require_runs
 from namegen.sweep import markdown_table, summary_rows, write_summary
 
 def slug(name: str) -> str:
@@ -96,13 +95,7 @@ def report(path: str | Path, out_dir: str | Path | None = None, n_samples: int =
     from namegen.diagnosis import diagnose_run
 
     folder = Path(path)
-    if not folder.is_dir():
-        raise UserError(f"no such folder: {str(folder)!r}; give a run or sweep folder (outputs/runs/<time>, "
-                        "outputs/sweeps/<time>)")
-    run_dirs = run_folders(folder)
-    if not run_dirs:
-        raise UserError(f"{folder} is neither a run folder nor a sweep folder of runs; give outputs/runs/<time> or "
-                        "outputs/sweeps/<time>")
+    run_dirs = require_runs(folder)
     sweep = run_dirs != [folder]
     out = Path(out_dir) if out_dir is not None else folder / "report"
     out.mkdir(parents=True, exist_ok=True)

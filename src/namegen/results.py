@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from namegen.errors import UserError
+
 RESULT_FILE = "result.json"
 RECORD = Path(".hydra") / "config.yaml"  # the run's config, where Hydra would put it (namegen writes it)
 EVENT_GLOB = "events.out.tfevents.*"  # a run folder's TensorBoard event files
@@ -35,6 +37,18 @@ def run_folders(path: Path) -> list[Path]:
     if is_run(path):
         return [path]
     return sorted(d for d in path.iterdir() if is_run(d)) if path.is_dir() else []
+
+
+def require_runs(path: Path) -> list[Path]:
+    """`run_folders(path)`, or a UserError saying what to give instead."""
+    if not path.is_dir():
+        raise UserError(f"no such folder: {str(path)!r}; give a run folder (outputs/runs/<time>) or a sweep folder "
+                        "(outputs/sweeps/<time>)")
+    runs = run_folders(path)
+    if not runs:
+        raise UserError(f"{path} is neither a run folder nor a sweep folder of runs; give outputs/runs/<time> or "
+                        "outputs/sweeps/<time>")
+    return runs
 
 
 def read_result(run: Path) -> dict[str, Any]:
