@@ -312,3 +312,32 @@ def test_two_trainings_into_one_run_folder_at_once_the_second_is_refused(tmp_pat
         os.close(fd)
     assert result.returncode == 2 and "another namegen process is training in" in result.stderr
     assert not (tmp_path / "checkpoints").exists() and not list(tmp_path.glob("events.*"))
+
+
+def test_a_byte_order_mark_does_not_cost_the_first_word(tmp_path):
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeffemma\nava\n".encode("utf-8"))
+    assert load_words("file", str(path)) == ["emma", "ava"]
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("folder", "is a folder; give a file of one word per line"),
+    ("fifo", "is not a regular file"),
+    ("device", "is not a regular file"),
+])
+def test_data_path_that_is_not_a_file_says_what_it_is(tmp_path, kind, message):
+    path = {"folder": tmp_path, "device": "/dev/zero"}.get(kind)
+    if kind == "fifo":
+        path = tmp_path / "pipe"
+        os.mkfifo(path)
+    with pytest.raises(DataError, match=message):
+        load_words("file", str(path))
+
+
+def test_sampling_a_sweep_skips_a_refused_checkpoint_and_says_so(trained_run, tmp_path, cli):
+    for name in ("good", "bad"):
+        shutil.copytree(trained_run, tmp_path / name)
+    (tmp_path / "bad" / "checkpoints" / "best.ckpt").write_bytes(os.urandom(4096))
+    code, out, err = cli("sample", str(tmp_path), "-n", "3")
+    assert code == 0 and out.splitlines()[0].split() == ["good"] and len(out.splitlines()) == 2 + 3
+    assert "skipping bad:" in err and "checkpoint" in err
