@@ -11,7 +11,7 @@ from conftest import FAST, make_cfg, namegen, run_train
 from namegen.checkpoint import CheckpointError, load_checkpoint
 from namegen.sample import sample_names
 from namegen.data import CharDataModule, DataError, load_words
-from namegen.errors import ConfigError
+from namegen.errors import ConfigError, UserError
 from namegen.training import train, validate
 
 
@@ -341,3 +341,28 @@ def test_sampling_a_sweep_skips_a_refused_checkpoint_and_says_so(trained_run, tm
     code, out, err = cli("sample", str(tmp_path), "-n", "3")
     assert code == 0 and out.splitlines()[0].split() == ["good"] and len(out.splitlines()) == 2 + 3
     assert "skipping bad:" in err and "checkpoint" in err
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused_at_sampling(trained_run, tmp_path, cli):
+    ckpt = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
+    name = next(k for k in ckpt["state_dict"] if k.endswith("weight"))
+    ckpt["state_dict"][name][0, 0] = float("nan")
+    torch.save(ckpt, tmp_path / "nan.ckpt")
+    code, _, err = cli("sample", str(tmp_path / "nan.ckpt"))
+    assert code == 2 and "non-finite weights" in err and name.removeprefix("model.") in err
+
+
+def test_a_full_disk_during_training_is_one_line_and_leaves_no_partial_checkpoint(tmp_path, monkeypatch):
+    """The checkpoint write fails as on a full disk: one line; the temporary file is gone."""
+    import errno
+
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    def full(self, checkpoint, path, storage_options=None):
+        open(path, "wb").write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", full)
+    with pytest.raises(UserError, match=r"cannot write into .* \(No space left on device\); free space"):
+        train(make_cfg(tmp_path, "callbacks=minimal", *FAST))
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))

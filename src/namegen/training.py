@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -209,6 +210,12 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataMo
     except DivergedError as e:
         log.error("run diverged: %s", e)
         result.update(status="diverged", error=str(e).splitlines()[0], diverged_step=e.step, diverged_layer=e.layer)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+            raise
+        # the last complete checkpoint is still whole (written atomically): the run resumes once there is room
+        raise UserError(f"cannot write into {run_dir} ({e.strerror}); free space or give a writable folder, then "
+                        "resume the run") from None
     fit_seconds = time.perf_counter() - start
 
     trained = trainer.global_step - start_step
