@@ -327,8 +327,11 @@ class ModuleDiagnostic(StepDiagnostic):
             return
         self.watched = select_modules(pl_module, lambda m: rule_for(m, self.rules) is not None, self.modules, self.pattern)
         if not self.watched:
-            rank_zero_warn(f"{type(self).__name__}: {type(pl_module).__name__} has no activation modules of a known type "
-                           f"({', '.join(t.__name__ for t in self.rules)}); give modules=[...] or pattern=... to watch")
+            what = (f"no module of {type(pl_module).__name__} matches pattern={self.pattern!r}"
+                    if self.pattern is not None else
+                    f"{type(pl_module).__name__} has no activation modules of a known type "
+                    f"({', '.join(t.__name__ for t in self.rules)}); give modules=[...] or pattern=... to watch")
+            rank_zero_warn(f"{type(self).__name__}: {what}")
 
     def start_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.recorder = Recorder(self.watched, **self.record)

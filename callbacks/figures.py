@@ -72,6 +72,10 @@ class DiagnosticFigures(ModuleDiagnostic):
     def due(self, trainer: L.Trainer, step: int) -> bool:
         return self.figures_due(trainer, step) or step % self.update_every_n_steps == 0
 
+    def start_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.figures_due(trainer, self.step):  # an update-ratio-only step records no activations
+            super().start_step(trainer, pl_module)
+
     def before_update(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         matrices = weight_matrices(pl_module)
         self.before = {name: p.detach().clone() for _, name, p in matrices}
@@ -83,7 +87,7 @@ class DiagnosticFigures(ModuleDiagnostic):
         for _, name, p in weight_matrices(pl_module):
             if name in self.before:
                 self.history.setdefault(name, []).append((self.step, update_ratio(p.detach(), self.before[name])))
-        if not self.figures_due(trainer, self.step) or not self.recorder.order:
+        if self.recorder is None or not self.recorder.order:
             return
         writers = self.writers(trainer, "image")
         if not writers:

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import lightning as L
 
-from callbacks.base import SATURATION_THRESHOLD, ModuleDiagnostic, grad_data_ratio, weight_matrices
+from callbacks.base import ModuleDiagnostic, grad_data_ratio, weight_matrices
 from callbacks.tags import GRAD, GRAD_DATA_RATIO, HISTOGRAM_BINS, WEIGHT_GRAD, tag
 
 
@@ -32,15 +32,13 @@ class GradientStats(ModuleDiagnostic):
         every_n_steps: write the scalars every this many optimizer steps.
         histogram_every_n_steps: write the histograms every this many steps, or None for none.
         modules, pattern: which modules' output gradients to watch instead of the discovered activations.
-        saturation_threshold: unused here; accepted so every diagnostic takes the same selection arguments.
     """
 
     record = {"grads": True}
 
     def __init__(self, every_n_steps: int = 500, histogram_every_n_steps: int | None = 2000,
-                 modules: Sequence[str] | None = None, pattern: str | None = None,
-                 saturation_threshold: float = SATURATION_THRESHOLD) -> None:
-        super().__init__(every_n_steps, histogram_every_n_steps, modules, pattern, saturation_threshold)
+                 modules: Sequence[str] | None = None, pattern: str | None = None) -> None:
+        super().__init__(every_n_steps, histogram_every_n_steps, modules, pattern)
 
     def before_update(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         scalars = {}
