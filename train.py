@@ -22,14 +22,15 @@ from namegen.results import write_result
 
 log = logging.getLogger("namegen")
 USAGE_ERROR = 2
+STARTED = time.time() - 1  # folders made after this (by Hydra, for this command) may be removed on a refusal
 WATCH = "namegen-parent-watch"
 
 
 def refuse(cfg: DictConfig, message: str) -> None:
     """A user's mistake: one line that says how to fix it, no traceback, and no stub run folder left behind."""
     run_dir = Path(cfg.run_dir)
-    if run_dir.is_dir() and not any(run_dir.iterdir()):
-        run_dir.rmdir()  # the empty folder Hydra made for this command: nothing of a run is lost
+    if run_dir.is_dir() and not any(run_dir.iterdir()) and run_dir.stat().st_ctime >= STARTED:
+        run_dir.rmdir()  # the empty folder Hydra made for this command (not one the user had): nothing is lost
     print(f"namegen: error: {message}", file=sys.stderr)
     sys.exit(USAGE_ERROR)
 

@@ -136,6 +136,9 @@ class NameGen(L.LightningModule):
         if self.trainer.world_size > 1:
             # every process must stop together: the report's forward pass syncs BatchNorm across them
             diverged = self.trainer.strategy.reduce_boolean_decision(diverged, all=False)
+            if diverged:  # name the loss that diverged, whichever process saw it
+                losses = self.all_gather(loss.detach()).flatten().tolist()
+                value = next((v for v in losses if not math.isfinite(v)), max(losses))
         if diverged:
             stats = layer_stats(self, x)  # names as the diagnostics' tags have them: model.hidden.0.act, ...
             first_bad = next((s["name"] for s in stats if not all(math.isfinite(v) for k, v in s.items() if k != "name")),

@@ -33,7 +33,9 @@ def build_model(spec: dict[str, Any], init: dict[str, Any] | None = None) -> nn.
     fields = {k: v for k, v in spec.items() if k not in DATA_KEYS}
     try:
         config = config_cls(**fields)
-    except TypeError as e:  # an unknown key: name the valid ones
+    except TypeError as e:
+        if "unexpected keyword" not in str(e):  # a value of the wrong type inside the config's own checks
+            raise ConfigError(f"model.arch={arch}: {e}") from None
         valid = ", ".join(f"model.{f}" for f in config_cls.__dataclass_fields__)
         raise ConfigError(f"model.arch={arch}: {e}; valid keys are {valid}") from None
     model = model_cls(config)
