@@ -68,7 +68,7 @@ class ActivationStats(ModuleDiagnostic):
         histograms = self.writers(trainer, "histogram") if self.histograms_due(trainer, self.step) else []
         for i, name in recorder.indexed():
             x, t = recorder.inputs.get(name), recorder.outputs[name]
-            for stat, value in activation_summary(x, t, self.rule(name)).items():
+            for stat, value in activation_summary(x, t, self.rule_of[name]).items():
                 scalars[tag(self.family, i, name, stat)] = value
             for writer in histograms:
                 writer.add_histogram(tag(self.family, i, name), t, global_step=self.step, bins=HISTOGRAM_BINS)

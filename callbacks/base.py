@@ -320,12 +320,14 @@ class ModuleDiagnostic(StepDiagnostic):
         self.saturation_threshold = check_threshold(saturation_threshold)
         self.rules = flat_rules(self.saturation_threshold)
         self.watched: list[tuple[str, nn.Module]] = []
+        self.rule_of: dict[str, FlatRule | None] = {}  # each watched module's flat region, None for a non-activation
         self.recorder: Recorder | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
         self.watched = select_modules(pl_module, lambda m: rule_for(m, self.rules) is not None, self.modules, self.pattern)
+        self.rule_of = {name: rule_for(m, self.rules) for name, m in self.watched}
         if not self.watched:
             what = (f"no module of {type(pl_module).__name__} matches pattern={self.pattern!r}"
                     if self.pattern is not None else
@@ -341,5 +343,3 @@ class ModuleDiagnostic(StepDiagnostic):
             self.recorder.remove()
             self.recorder = None
 
-    def rule(self, name: str) -> FlatRule | None:
-        return rule_for(dict(self.watched)[name], self.rules)

@@ -121,7 +121,7 @@ class DiagnosticFigures(ModuleDiagnostic):
         curves = []
         for i, name in self.recorder.indexed():
             t = self.recorder.outputs[name]
-            s = activation_summary(self.recorder.inputs.get(name), t, self.rule(name))
+            s = activation_summary(self.recorder.inputs.get(name), t, self.rule_of[name])
             sat = f", saturated {s['saturation']:.1%}" if "saturation" in s else ""
             curves.append((f"{i} {name}: mean {s['mean']:+.2f}, std {s['std']:.2f}{sat}", *density(t)))
         return distributions(f"activation distribution, step {self.step}", "activation output", curves)
@@ -143,7 +143,7 @@ class DiagnosticFigures(ModuleDiagnostic):
             rank_zero_warn(f"DiagnosticFigures: saturation_layer={self.saturation_layer} is out of range for "
                            f"{len(order)} watched modules ({-len(order)}..{len(order) - 1}); drawing the last one")
         name = order[self.saturation_layer] if -len(order) <= self.saturation_layer < len(order) else order[-1]
-        rule, t = self.rule(name), self.recorder.outputs[name]
+        rule, t = self.rule_of[name], self.recorder.outputs[name]
         fig, ax = new_axes(f"{name}, step {self.step}", "example", "unit")
         if rule is None:
             ax.set_title(f"{name}: no flat region defined for {type(dict(self.watched)[name]).__name__}")

@@ -14,10 +14,16 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def swept_keys() -> list[str] | None:
+    """The keys the running sweep sweeps, in command-line order; None outside a sweep."""
+    swept = os.environ.get(SWEPT_KEYS_ENV)
+    return None if swept is None else [k for k in swept.split(",") if k]
+
+
 def job_name(task_overrides: list[str], job_num: Any = 0) -> str:
     """The folder name of one sweep job: its swept `key=value` pairs joined by ','."""
-    swept = os.environ.get(SWEPT_KEYS_ENV)
-    keep = [o for o in task_overrides if swept is None or _key(o) in swept.split(",")]
+    swept = swept_keys()
+    keep = [o for o in task_overrides if swept is None or _key(o) in swept]
     name = ",".join(o.replace("/", "_") for o in keep)
     return name if name else f"job{job_num}"
 

@@ -21,13 +21,13 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from namegen.resolvers import SWEPT_KEYS_ENV  # importing it registers the resolvers the config uses
+from namegen.resolvers import swept_keys  # importing it registers the resolvers the config uses
 from namegen.checkpoint import CHECKPOINT_DIR, LAST, read_checkpoint
 from namegen.checks import validate
 from namegen.errors import ConfigError, UserError
-from namegen.diagnosis import Thresholds, diagnose_run, write_diagnosis
+from namegen.diagnosis import Thresholds, diagnose, write_diagnosis
 from namegen.events import mean_saturation, read_scalars
-from namegen.results import RECORD, RESULT_FILE, write_atomic, write_result
+from namegen.results import EVENT_GLOB, RECORD, RESULT_FILE, write_atomic, write_result
 from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION, DivergedError, NameGen
 
 log = logging.getLogger(__name__)
@@ -66,9 +66,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, NameGen, L.Trainer]:
     module = NameGen(model, datamodule.vocab.to_list(), optimizer=container(cfg.optim.optimizer),
                      scheduler=container(cfg.optim.get("scheduler")), init=container(cfg.init))
     callbacks = [build_node(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
-    loggers = cfg.get("logger")
-    if loggers is not None and "_target_" in loggers:  # one logger, or a mapping name -> logger
-        loggers = {"logger": loggers}
+    loggers = cfg.get("logger")  # name -> logger (conf/logger/*.yaml), so logger=[tensorboard,csv] composes both
     logger = [build_node(c, f"logger.{name}") for name, c in (loggers or {}).items() if c is not None] or False
     trainer = build_node(cfg.trainer, "trainer", callbacks=callbacks, logger=logger, default_root_dir=cfg.run_dir)
     return datamodule, module, trainer
@@ -94,7 +92,7 @@ def hparams(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "data": os.path.basename(cfg.data.path) if cfg.data.source == "file" else cfg.data.source,
     }
-    swept = [k for k in os.environ.get(SWEPT_KEYS_ENV, "").split(",") if k]
+    swept = swept_keys() or []  # none outside a sweep
     for key in swept:
         if key not in values:
             values[key] = OmegaConf.select(cfg, GROUP_VALUE.get(key, key))
@@ -150,7 +148,7 @@ def check_record(cfg: DictConfig, run_dir: Path, resuming: bool) -> None:
         if differ:
             shown = ", ".join(f"{k}={saved.get(k)!r}, not {wanted.get(k)!r}" for k in differ[:3])
             raise ConfigError(f"resume: {run_dir} was trained with {shown}; resume with the run's own overrides "
-                              f"(its {RECORD}), changing only trainer.max_steps")
+                              f"(its {RECORD}), changing only threads, callbacks or loggers")
     record.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(record, OmegaConf.to_yaml(cfg))
 
@@ -244,15 +242,15 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataMo
     tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
     if tb is not None:
         tb.experiment.flush()
-        scalars = read_scalars(run_dir)
+    # the run's own event files, read once: what `namegen diagnose` reads too, so both say the same
+    scalars = read_scalars(run_dir) if any(run_dir.glob(EVENT_GLOB)) else {}
+    if scalars:
         for key, tag in (("train_loss", "train/loss"), ("val_loss", "val/loss")):  # a resume with nothing left to train
             result[key] = result[key] if result[key] is not None else last_value(scalars, tag)
         result["init_saturation"] = mean_saturation(scalars, "first")
         result["final_saturation"] = mean_saturation(scalars, "last")
     result["finished_at"] = time.time()
-    write_result(run_dir, result)
-    # the diagnosis reads the run back from its folder, as `namegen diagnose` does, so both say the same
-    diagnosis = diagnose_run(run_dir, Thresholds.from_mapping(cfg.get("diagnosis")))
+    diagnosis = diagnose(scalars, result, Thresholds.from_mapping(cfg.get("diagnosis")))
     write_diagnosis(run_dir, diagnosis)
     result["health"] = diagnosis.health
     write_result(run_dir, result)
@@ -276,7 +274,7 @@ def write_hparams(tb: TensorBoardLogger, values: dict[str, Any], metrics: dict[s
     from tensorboard.plugins.hparams import plugin_data_pb2
     from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-    swept = set(os.environ.get(SWEPT_KEYS_ENV, "").split(","))
+    swept = set(swept_keys() or [])
     experiment, start, end = hparams_summaries(values, metrics)
     data = plugin_data_pb2.HParamsPluginData.FromString(experiment.value[0].metadata.plugin_data.content)
     for info in data.experiment.hparam_infos:
