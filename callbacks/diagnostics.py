@@ -73,7 +73,8 @@ class Diagnostics(L.Callback):
         if ignore_index is not None and mask_fn is not None:
             raise ValueError("give ignore_index or mask_fn, not both")
         self.ignore_index, self.mask_fn = ignore_index, mask_fn
-        self.enabled = True  # until a fit says otherwise: no logger, or not rank zero
+        self.logged = True  # until a fit without a logger says otherwise
+        self.recording = False  # in this process: rank zero of a fit with a logger
         self.matrices: list = []
         self.current: Step | None = None
         self.warned: set[str] = set()
@@ -82,8 +83,9 @@ class Diagnostics(L.Callback):
 
     def records_at(self, step: int) -> bool:
         """True on every optimizer step (`trainer.global_step`) on which a probe records anything: a module that
-        compiles its training steps runs those eagerly, with the hooks."""
-        due = self.schedule.due(step) if self.enabled else None
+        compiles its training steps runs those eagerly, with the hooks. The same in every process (rank zero
+        records), so data-parallel processes all take the same path; False throughout a fit without a logger."""
+        due = self.schedule.due(step) if self.logged else None
         return due is not None and any(probe.active(due) for probe in self.probes)
 
     # -- Lightning hooks -------------------------------------------------------------
@@ -95,14 +97,15 @@ class Diagnostics(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.schedule = replace(self.schedule, last_step=trainer.max_steps - 1 if trainer.max_steps > 0 else None)
-        self.enabled = trainer.is_global_zero and bool(trainer.loggers)
-        if self.enabled:  # after configure_model: the modules it builds are there
+        self.logged = bool(trainer.loggers)
+        self.recording = self.logged and trainer.is_global_zero
+        if self.recording:  # after configure_model: the modules it builds are there
             self.matrices = weight_matrices(pl_module)
             for probe in self.probes:
                 probe.setup(pl_module)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        if self.current is not None or not self.enabled:
+        if self.current is not None or not self.recording:
             return  # already watching this step (gradient accumulation), or not recording in this process
         step = trainer.global_step
         due = self.schedule.due(step)

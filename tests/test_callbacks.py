@@ -345,7 +345,7 @@ def forward_hooks(module: nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
 
 
-class Probe(L.Callback):
+class HookCount(L.Callback):
     """The number of forward hooks on the module in the middle of each optimizer step."""
 
     def __init__(self):
@@ -356,7 +356,7 @@ class Probe(L.Callback):
 
 
 def test_hooks_live_only_on_logging_steps_and_the_last_step_is_one(tmp_path):
-    probe = Probe()
+    probe = HookCount()
     module = Foreign()
     fit(module, [probe, ActivationStats(4, None), GradientStats(4, None), UpdateRatio(4)], tmp_path, max_steps=10)
     assert sorted(step for step, n in probe.hooks.items() if n) == [0, 4, 8, 9]  # every 4 steps and the last
@@ -368,7 +368,7 @@ def test_hooks_live_only_on_logging_steps_and_the_last_step_is_one(tmp_path):
 
 def test_scalars_histograms_and_figures_each_keep_their_own_interval_and_hooks_live_on_their_union(tmp_path):
     """Issue 19: scalars every 4 and histograms every 6 on a 20-step run wrote histograms at 0, 12, 19."""
-    probe, module = Probe(), Foreign()
+    probe, module = HookCount(), Foreign()
     diagnostics = Diagnostics(every_n_steps=4, histogram_every_n_steps=6, figures_every_n_steps=10)
     fit(module, [probe, diagnostics], tmp_path, max_steps=20)
     acc = read_events(tmp_path)
@@ -429,10 +429,11 @@ def test_figures_are_images_of_the_logging_steps(tmp_path):
 
 
 def test_without_a_logger_the_callbacks_do_nothing_and_the_run_completes(tmp_path):
-    module = Foreign()
-    fit(module, [ActivationStats(1), GradientStats(1), UpdateRatio(1), DiagnosticFigures(1)], tmp_path,
+    module, diagnostics = Foreign(), Diagnostics(1, 1, 1)
+    fit(module, [ActivationStats(1), GradientStats(1), UpdateRatio(1), DiagnosticFigures(1), diagnostics], tmp_path,
         max_steps=2, loggers=False)
     assert not list(tmp_path.glob("events.out.tfevents.*"))
+    assert not any(diagnostics.records_at(step) for step in range(2))  # a compiled module need not run eager
 
 
 @pytest.mark.parametrize("make,match", [
