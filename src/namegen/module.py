@@ -71,7 +71,8 @@ class DivergedError(RuntimeError):
             where = f"at step {step}\nper-layer statistics at that step:"
         else:
             where = (f"at step {step} (read at step {self.read_at}: on an accelerator or across processes the loss "
-                     f"is read on logging steps only)\nper-layer statistics at step {self.read_at}:")
+                     f"is read on logging steps and before validations and checkpoints)\n"
+                     f"per-layer statistics at step {self.read_at}:")
         super().__init__(f"loss became {loss:.4g} {where}\n{report}")
 
 
@@ -122,7 +123,9 @@ class NameGen(L.LightningModule):
         self.vocab = list(vocab)
         self.model = build_model(model, {"scheme": "kaiming"} if init is None else init)
         self.init_loss: float | None = None
-        self.unread: list[tuple[int, torch.Tensor]] = []  # (step, loss) of the steps whose loss is still unread
+        # (step, loss, inputs) of the steps whose loss the divergence check has not read yet: a plain list, as
+        # setting a module attribute every step would cost more than the check
+        self.unread: list[tuple[int, torch.Tensor, torch.Tensor]] = []
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
@@ -153,9 +156,9 @@ class NameGen(L.LightningModule):
     def check_diverged(self, loss: torch.Tensor, x: torch.Tensor) -> None:
         """Keep this step's loss; on the steps that read it, raise `DivergedError` if a loss kept so far stopped
         being finite or exploded (where every step reads, at the step it happens, before its update)."""
-        self.unread.append((self.global_step, loss.detach()))
-        self.last_batch = x
-        if self.reads_loss_at(self.global_step):
+        step = self.global_step
+        self.unread.append((step, loss.detach(), x))
+        if self.reads_loss_at(step):
             self.read_losses(before_update=True)
 
     def read_losses(self, before_update: bool = False) -> None:
@@ -166,8 +169,8 @@ class NameGen(L.LightningModule):
         """
         if not self.unread:
             return
-        steps, losses = zip(*self.unread)
-        self.unread = []
+        steps, losses, inputs = zip(*self.unread)
+        self.unread.clear()
         if self.trainer.world_size > 1:
             rows = self.all_gather(torch.stack(losses)).view(-1, len(steps)).tolist()
         else:  # a single loss (every step on the CPU) is read without stacking it: a few microseconds a step
@@ -177,7 +180,7 @@ class NameGen(L.LightningModule):
         if not bad:
             return
         index, value = min(bad, key=lambda b: b[0])  # the earliest step at which any process's loss went bad
-        stats = layer_stats(self, self.last_batch)  # names as the diagnostics' tags have them: model.hidden.0.act
+        stats = layer_stats(self, inputs[-1])  # names as the diagnostics' tags have them: model.hidden.0.act, ...
         at_bad_step = before_update and index == len(steps) - 1
         first_bad = next((s["name"] for s in stats if not all(math.isfinite(v) for k, v in s.items() if k != "name")),
                          None) if at_bad_step else None
@@ -191,7 +194,7 @@ class NameGen(L.LightningModule):
         self.log("test/loss", loss_fn(self.model(batch[0]), batch[1]), batch_size=len(batch[1]))
 
     def on_fit_start(self) -> None:
-        self.unread = []
+        self.unread.clear()
 
     def on_validation_start(self) -> None:
         self.read_losses()
