@@ -173,7 +173,7 @@ class NameGen(L.LightningModule):
         self.unread.clear()
         if self.trainer.world_size > 1:
             rows = self.all_gather(torch.stack(losses)).view(-1, len(steps)).tolist()
-        else:  # a single loss (every step on the CPU) is read without stacking it: a few microseconds a step
+        else:  # a single loss (every step on the CPU) is read without stacking it
             rows = [[losses[0].item()] if len(losses) == 1 else torch.stack(losses).tolist()]
         limit = self.hparams.diverge_factor * self.init_loss if self.init_loss is not None else math.inf
         bad = [(i, v) for row in rows for i, v in enumerate(row) if not math.isfinite(v) or v > limit]
