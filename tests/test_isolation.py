@@ -11,6 +11,7 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import REPO, make_cfg, read_events
+from namegen.resolvers import SWEPT_KEYS_ENV
 from namegen.training import train
 
 TINY = ["callbacks=minimal", "trainer.max_steps=5", "trainer.val_check_interval=5", "trainer.num_sanity_val_steps=0"]
@@ -77,8 +78,10 @@ def differing_hparams(run_dir) -> list[str]:
 
 
 def test_a_sweep_aborted_in_this_process_does_not_mark_a_later_runs_hparams(tmp_path, monkeypatch):
-    """A multirun whose second job cannot even be composed aborts before its end: what it told its jobs about
+    """A multirun whose first job cannot even be composed aborts before its end: what it told its jobs about
     its swept keys must not reach a run started afterwards in the same process."""
+    monkeypatch.setenv(SWEPT_KEYS_ENV, "")  # recorded as absent, so that what the sweep leaves is gone afterwards
+    monkeypatch.delenv(SWEPT_KEYS_ENV)
     monkeypatch.setattr(sys, "argv", ["train.py", "-m", "hydra/launcher=basic", "init=xavier,kaiming",
                                       f"hydra.sweep.dir={tmp_path / 'sweep'}"])
     root = logging.getLogger()
