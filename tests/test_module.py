@@ -42,6 +42,7 @@ class TransferChecked(NameGen):
             raise RuntimeError("a batch reached the model without going through transfer_batch_to_device")
 
 
+@pytest.mark.filterwarnings("ignore:You have overridden `transfer_batch_to_device`")  # the double's point
 def test_the_initial_loss_pass_moves_its_batch_as_lightning_moves_every_batch(tmp_path):
     cfg = make_cfg(tmp_path, "callbacks=minimal", "~logger", "~callbacks.lr_monitor", "trainer.max_steps=3",
                    "trainer.num_sanity_val_steps=0")
