@@ -218,6 +218,10 @@ def check_probes(probes: Any) -> list[Probe]:
     if wrong:
         raise ValueError(f"probes: {wrong[0]!r} is not a probe (Activations, Gradients, UpdateRatios, Figures or a "
                          "subclass of callbacks.Probe)")
+    unnamed = [p for p in values if not isinstance(p.key, str) or not p.key]
+    if unnamed:
+        raise ValueError(f"probes: {type(unnamed[0]).__name__} has no key; give the class a `key`, the family of the "
+                         "tags it writes")
     keys = [p.key for p in values]
     twice = sorted({k for k in keys if keys.count(k) > 1})
     if twice:

@@ -449,6 +449,7 @@ def test_without_a_logger_the_callbacks_do_nothing_and_the_run_completes(tmp_pat
     (lambda: Diagnostics(histogram_every_n_steps=2.5), r"histogram_every_n_steps=2.5 must be a positive integer"),
     (lambda: Diagnostics(probes=[Activations(), Activations(pattern="x")]), r"same tags \(act\)"),
     (lambda: Diagnostics(probes=[Activations, Gradients()]), r"is not a probe"),
+    (lambda: Diagnostics(probes=[Probe()]), r"Probe has no key"),
     (lambda: Diagnostics(ignore_index=-1.0), r"ignore_index=-1.0 must be an integer"),
     (lambda: Diagnostics(ignore_index=-1, mask_fn=lambda b: b[1] >= 0), r"not both"),
 ])
