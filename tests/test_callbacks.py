@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from callbacks import (
-    Activations, ActivationStats, DiagnosticFigures, Diagnostics, Figures, GradientStats, Gradients, Probe, UpdateRatio,
+    Activations, ActivationStats, DiagnosticFigures, Diagnostics, GradientStats, Gradients, Probe, UpdateRatio,
     UpdateRatios,
 )
 from callbacks.base import keep_positions
