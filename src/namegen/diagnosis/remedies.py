@@ -95,11 +95,17 @@ def remedy_confident_start(cfg: RunConfig, o: Observation, context: dict[str, Ob
     return kaiming(cfg) + output_scale(cfg) + gain_back(cfg, "large")
 
 
+def wrong_at_start(o: Observation, context: dict[str, Observation]) -> bool:
+    """The run was already wrong at step 0 (a confident start, or saturation, attention, gradients off before any
+    update): then the init is the likelier cause of what followed than the lr."""
+    return "confident_start" in context or any(c.facts.get("at_start") for c in [o, *context.values()])
+
+
 def remedy_drift(too: str) -> Callable[[RunConfig, Observation, dict[str, Observation]], list[Candidate]]:
-    """Saturation, dead units, a vanishing or exploding gradient: the init's doing when present at step 0, the lr's
-    when the lr was found too high, else drift a norm holds back."""
+    """Saturation, dead units, a vanishing or exploding gradient: the init's doing when the run was already wrong at
+    step 0 (this finding or another), the lr's when the lr was found too high, else drift a norm holds back."""
     def remedy(cfg: RunConfig, o: Observation, context: dict[str, Observation]) -> list[Candidate]:
-        if o.facts.get("at_start"):
+        if wrong_at_start(o, context):
             return init_first(cfg, too)
         if "lr_too_high" in context:
             return lower_lr(cfg, o, context) + normalize(cfg)
@@ -109,7 +115,11 @@ def remedy_drift(too: str) -> Callable[[RunConfig, Observation, dict[str, Observ
 
 
 def remedy_lr_high(cfg: RunConfig, o: Observation, context: dict[str, Observation]) -> list[Candidate]:
-    return lr_to(cfg, o.facts.get("suggest"), "update ratios scale with the lr; about -3 is healthy")
+    lr = lr_to(cfg, o.facts.get("suggest"), "update ratios scale with the lr; about -3 is healthy")
+    if wrong_at_start(o, context):  # a bad init's huge gradients make large updates at any lr
+        return [(c, t + " (the run was already wrong at step 0, so the init is the likelier cause of the large "
+                        "updates; if they stay above -2 with kaiming init, lower the lr)") for c, t in kaiming(cfg)] + lr
+    return lr
 
 
 def remedy_lr_low(cfg: RunConfig, o: Observation, context: dict[str, Observation]) -> list[Candidate]:
