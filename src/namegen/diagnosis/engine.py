@@ -88,6 +88,11 @@ class Diagnosis:
 
         return markdown(self, title, level)
 
+    def to_card(self, title: str, val_loss: float | None = None) -> str:
+        from namegen.diagnosis.render import card
+
+        return card(self, title, val_loss)
+
 
 def merged(observations: list[Observation]) -> Observation:
     first = observations[0]

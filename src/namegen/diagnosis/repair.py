@@ -125,7 +125,7 @@ def fix_command(run_dir: Path, diagnosis: Diagnosis, out: Path | None = None) ->
     if not diagnosis.fix:
         raise UserError(f"{run_dir}: the diagnosis has no fix to apply (health: {diagnosis.health})")
     overrides = command_overrides(config.applied(diagnosis.fix))
-    return [sys.executable, str(TRAIN_PY), *overrides, f"hydra.run.dir={out or fresh_sibling(run_dir)}"]
+    return [sys.executable, str(TRAIN_PY), *overrides, f"hydra.run.dir={value_text(str(out or fresh_sibling(run_dir)))}"]
 
 
 def shown(argv: list[str]) -> str:

@@ -306,7 +306,7 @@ def judge_dead_units(run: Run) -> list[Observation]:
     return [Observation(
         "dead_units", "units flat for every example get no gradient and never recover",
         tuple(layer.name for layer, _, _ in rows), tuple(sorted({last[0] for _, last, _ in rows})),
-        "; ".join(f"{layer.name} {pct(v)} of units dead at step {s}" + (f" (since step {since})" if since < s else "")
+        "; ".join(f"{layer.name} {pct(v)} of units dead at step {s}" + (f" (over {pct(run.t.dead)} since step {since})" if since < s else "")
                   for layer, (s, v), since in rows),
         f"<= {pct(run.t.dead)} of a layer's units (healthy: 0)",
         tuple({"layer": layer.name, "step": s, "value": v} for layer, (s, v), _ in rows),
@@ -341,12 +341,19 @@ def judge_gradients(run: Run) -> list[Observation]:
             else "the early layers receive a far larger gradient than the late ones",
             (first, last), tuple(step for step, _, _ in rows),
             "; ".join(f"step {step}: {first} {num(g[0])} vs {last} {num(g[-1])} (ratio {ratio:.3g}); by depth "
-                      + ", ".join(num(v) for v in g) for step, g, ratio in rows),
+                      + ", ".join(num(v) for v in g) + trend(g, vanishing) for step, g, ratio in rows),
             f"first/last gradient std between 1/{T:g} and {T:g} (kaiming + norm: 1.4-2.3)",
             tuple({"layer": f"{first}/{last}", "step": step, "value": ratio} for step, _, ratio in rows),
             harm="at step 0: each layer scales the backward signal by its gain" if at_start
             else "the early layers stopped learning", facts={"at_start": at_start}))
     return out
+
+
+def trend(g: list[float], vanishing: bool) -> str:
+    pairs = list(zip(g, g[1:]))
+    monotone = all(a <= b for a, b in pairs) if vanishing else all(a >= b for a, b in pairs)
+    return (": shrinks" if vanishing else ": grows") + (" at every layer toward the input" if monotone
+                                                        else " toward the input, not monotonically")
 
 
 def phase_medians(run: Run, start: int, end: int | None) -> list[tuple[Layer, float]]:
@@ -517,8 +524,8 @@ class Rule:
 
 
 RULES = (
-    Rule("diverged", "the loss", lambda r: "status" in r.result or bool(r.loss), judge_diverged),
-    Rule("confident_start", "the step-0 loss", lambda r: r.init_loss is not None and r.uniform_loss is not None,
+    Rule("diverged", "train/loss or run status", lambda r: "status" in r.result or bool(r.loss), judge_diverged),
+    Rule("confident_start", "init/loss", lambda r: r.init_loss is not None and r.uniform_loss is not None,
          judge_confident_start),
     Rule("saturated", "activation statistics", lambda r: bool(r.judged_acts("saturation")) or any(
         a.finite("saturation") for a in r.acts), judge_saturated),
