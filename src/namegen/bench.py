@@ -272,6 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=5, help="throughput: interleaved rounds (default 5)")
     p.add_argument("--norm", default="batchnorm", help="throughput: none, batchnorm or layernorm (default batchnorm)")
     p.add_argument("--out", default="outputs/bench", help="scratch folder for the namegen runs")
+    p.add_argument("--reuse", help="diagnosis: an earlier benchmark's folder; its runs whose config is identical are "
+                                   "diagnosed again instead of trained again")
     args = p.parse_args(argv)
     if args.steps <= WARMUP:
         p.error(f"--steps must exceed the {WARMUP} warm-up steps")
@@ -281,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
 
         if not args.data:
             raise SystemExit("diagnosis needs --data (makemore's names.txt)")
-        return bench_diagnosis(args.data, Path(args.out))
+        return bench_diagnosis(args.data, Path(args.out), reuse=Path(args.reuse) if args.reuse else None)
     {"throughput": bench_throughput, "quality": bench_quality, "sweep": bench_sweep, "compile": bench_compile,
      "commands": bench_commands}[
         args.what

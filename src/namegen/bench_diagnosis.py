@@ -120,13 +120,31 @@ def train_args(case: Case, data: str, run_dir: Path, extra: list[str]) -> list[s
             "callbacks.progress.lines=true", *every, *histograms, *case.overrides, *extra, f"hydra.run.dir={run_dir}"]
 
 
-def train(case: Case, data: str, run_dir: Path, extra: list[str]) -> dict[str, Any]:
-    from namegen.diagnosis.repair import TRAIN_PY
-    from namegen.results import read_result
+def same_run(previous: Path, case: Case, data: str, extra: list[str]) -> bool:
+    """Whether a folder of an earlier benchmark holds exactly this run: finished, and its config record is what
+    these arguments compose (runs are bit-identical for the same config and seed on CPU, threads=1)."""
+    from omegaconf import OmegaConf
 
+    from namegen.bench import compose_cfg
+    from namegen.diagnosis.repair import leaves
+
+    record = previous / ".hydra" / "config.yaml"
+    if not (record.is_file() and (previous / "result.json").is_file()):
+        return False
+    with _lock:
+        wanted = compose_cfg([*train_args(case, data, previous, extra)[:-1], f"run_dir={previous}"])
+    return leaves(OmegaConf.load(record)) == leaves(wanted)
+
+
+def train(case: Case, data: str, run_dir: Path, extra: list[str], reuse: Path | None) -> Path:
+    """The run folder of this case (and fix): an identical one of an earlier benchmark, or a new run."""
+    from namegen.diagnosis.repair import TRAIN_PY
+
+    if reuse is not None and same_run(reuse / run_dir.name, case, data, extra):
+        return reuse / run_dir.name
     subprocess.run([sys.executable, str(TRAIN_PY), *train_args(case, data, run_dir, extra)],
                    capture_output=True, text=True, cwd=TRAIN_PY.parent)
-    return read_result(run_dir)
+    return run_dir
 
 
 _lock = threading.Lock()
@@ -157,17 +175,20 @@ def bad_remedies(case: Case, data: str, fix_overrides: list[str], diagnosis: Any
     return bad
 
 
-def run_case(case: Case, data: str, out: Path) -> Outcome:
+def run_case(case: Case, data: str, out: Path, reuse: Path | None) -> Outcome:
     from namegen.diagnosis import diagnose_run
+    from namegen.results import read_result
 
     slug = case.name.replace(" ", "_")
-    o = Outcome(case, train(case, data, out / slug, []))
-    o.diagnosis = diagnose_run(out / slug)
+    folder = train(case, data, out / slug, [], reuse)
+    o = Outcome(case, read_result(folder))
+    o.diagnosis = diagnose_run(folder)
     fix = o.diagnosis.fix
     o.bad_remedies = bad_remedies(case, data, fix, o.diagnosis) if fix else []
     if fix:
-        o.fixed_result = train(case, data, out / f"{slug}-fix", fix)
-        o.fixed = diagnose_run(out / f"{slug}-fix")
+        folder = train(case, data, out / f"{slug}-fix", fix, reuse)
+        o.fixed_result = read_result(folder)
+        o.fixed = diagnose_run(folder)
     print(f"  done: {case.name}: {','.join(o.found) or 'healthy'}" + (f" -> fixed: {o.fixed.health}" if o.fixed else ""),
           flush=True)
     return o
@@ -213,17 +234,20 @@ def totals(outcomes: list[Outcome]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bench_diagnosis(data: str, out: Path, jobs: int = JOBS) -> None:
+def bench_diagnosis(data: str, out: Path, jobs: int = JOBS, reuse: Path | None = None) -> None:
+    """`reuse`: an earlier benchmark's folder whose runs are taken as they are where their config is identical
+    (after a change to the diagnosis alone, only the fixes that changed train again)."""
     data = str(Path(data).resolve())
     out = out / time.strftime("diagnosis_%Y-%m-%d_%H-%M-%S")  # each benchmark trains into folders of its own
     out.mkdir(parents=True)
     print(f"## diagnosis benchmark: {len(CASES)} cases on {data}, MLP {MLP_STEPS} steps, Transformer "
-          f"{TRANSFORMER_STEPS} steps, {jobs} jobs at a time", flush=True)
+          f"{TRANSFORMER_STEPS} steps, {jobs} jobs at a time" + (f", reusing identical runs of {reuse}" if reuse else ""),
+          flush=True)
     start = time.perf_counter()
     with ThreadPoolExecutor(jobs) as pool:
         # the slow Transformer cases first, so the two lanes end together
         order = sorted(CASES, key=lambda c: not c.transformer)
-        outcomes = {o.case.name: o for o in pool.map(lambda c: run_case(c, data, out), order)}
+        outcomes = {o.case.name: o for o in pool.map(lambda c: run_case(c, data, out, reuse), order)}
     outcomes = [outcomes[c.name] for c in CASES]
     text = f"\n{table(outcomes)}\n{totals(outcomes)}\nwall time: {time.perf_counter() - start:.0f} s\n"
     print(text)

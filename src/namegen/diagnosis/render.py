@@ -63,7 +63,8 @@ def card(d: Diagnosis, title: str, val_loss: float | None = None) -> str:
         lines += ["| finding | where | measured | fix |", "|---|---|---|---|"]
         for f in d.findings:
             overrides = " ".join(f.remedy.overrides)
-            cells = [f.name, where(f), f.measured, f"`{overrides}`" if overrides else f.remedy.text]
+            first, *rest = f.measured.split("; ")  # the card stays short: the first measurement, the rest in diagnosis.md
+            cells = [f.name, where(f), first + (" …" if rest else ""), f"`{overrides}`" if overrides else f.remedy.text]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines.append("")
     lines += [f"note: {f.name} ({f.why})" for f in d.notes]

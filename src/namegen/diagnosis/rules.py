@@ -342,7 +342,7 @@ def judge_gradients(run: Run) -> list[Observation]:
             (first, last), tuple(step for step, _, _ in rows),
             "; ".join(f"step {step}: {first} {num(g[0])} vs {last} {num(g[-1])} (ratio {ratio:.3g}); by depth "
                       + ", ".join(num(v) for v in g) + trend(g, vanishing) for step, g, ratio in rows),
-            f"first/last gradient std between 1/{T:g} and {T:g} (kaiming + norm: 1.4-2.3)",
+            f"first/last gradient std between 1/{T:g} and {T:g} (kaiming + norm: 1.1-2.9)",
             tuple({"layer": f"{first}/{last}", "step": step, "value": ratio} for step, _, ratio in rows),
             harm="at step 0: each layer scales the backward signal by its gain" if at_start
             else "the early layers stopped learning", facts={"at_start": at_start}))
@@ -431,8 +431,8 @@ def judge_learning_rate(run: Run) -> list[Observation]:
         out.append(Observation(
             "lr_too_high", "each step changes the weights too much for training to stay stable",
             tuple(dict.fromkeys(layers_)), tuple(sorted(set(steps))), "; ".join(measured),
-            f"median log10(update/weight) below {t.update_ratio_high:g} for most weight matrices (healthy -2.3 to "
-            f"-2.6); norm inputs growing less than {t.norm_growth:g}x (healthy: at most 2.3x)",
+            f"median log10(update/weight) below {t.update_ratio_high:g} for most weight matrices (healthy -3.5 to "
+            f"-1.9); norm inputs growing less than {t.norm_growth:g}x (healthy: at most 3.7x)",
             tuple(evidence),
             harm=f"the loss spiked (step {spikes[0][0]})" if spikes else None,
             harm_with=("diverged", "dead_units", "vanishing_gradients"),
@@ -450,7 +450,7 @@ def judge_learning_rate(run: Run) -> list[Observation]:
         out.append(Observation(
             "lr_too_low", "each step changes the weights by too little to learn",
             tuple(dict.fromkeys(layers_)), tuple(steps), "; ".join(measured),
-            f"median log10(update/weight) above {t.update_ratio_low:g} for most weight matrices (healthy -2.3 to -2.6)",
+            f"median log10(update/weight) above {t.update_ratio_low:g} for most weight matrices (healthy -3.5 to -1.9)",
             tuple({"layer": w, "step": None, "value": None} for w in dict.fromkeys(layers_)),
             harm=(f"the loss barely fell: {num(stalled[0])} at the end from {num(stalled[1])} at step 0"
                   if stalled else None),
@@ -495,7 +495,7 @@ def judge_attention(run: Run) -> list[Observation]:
                 "attention", "the attention softmax is saturated: each query looks at one key",
                 tuple(layer.name for layer, _, _ in rows), tuple(sorted({s for _, s, _ in rows})),
                 "; ".join(f"{layer.name} logits std {num(v)} at step {s}" for layer, s, v in rows),
-                f"logits std <= {run.t.attention_std:g} (kaiming + LayerNorm: 1.0 at step 0, 1.1-2.3 at the end)",
+                f"logits std <= {run.t.attention_std:g} (kaiming + LayerNorm: 1.0 at step 0, at most 2.3 later)",
                 tuple({"layer": layer.name, "step": s, "value": v} for layer, s, v in rows),
                 harm="at step 0, before any update" if at_start else None,
                 harm_with=() if at_start else ("diverged",),

@@ -45,26 +45,29 @@ LEGACY = {"saturation": "saturation_bounded"}
 
 @dataclass(frozen=True)
 class Thresholds:
-    """The rules' thresholds (measured healthy values: kaiming + BatchNorm or LayerNorm on names.txt).
+    """The rules' thresholds. "Healthy" is the range measured on names.txt with kaiming init and BatchNorm or
+    LayerNorm (3,000 steps; the Transformer 1,500; and the default 20k-step run on names_first), every logged step.
 
-    init_loss_ratio: step-0 loss over log(V). Healthy 1.00 (3.29 vs 3.30); naive init 6x.
-    saturation_bounded: tanh/sigmoid flat fraction (|t| > 0.97). Healthy 1.9-4.3% (max over 3,000 steps);
-        kaiming without a norm 21-24% in the first layer; naive init 70-85%.
-    saturation_one_sided: ReLU flat fraction (t <= 0). Healthy 49-54%; 75% means the pre-activations
+    init_loss_ratio: step-0 loss over log(V). Healthy 1.00-1.01 (3.29-3.33 vs 3.30); naive init 5.6-6x.
+    saturation_bounded: tanh/sigmoid flat fraction (|t| > 0.97). Healthy 1.9-4.8% (9.3% at most over 20k
+        steps); kaiming without a norm 21-25% in the first layer; naive init 70-85%.
+    saturation_one_sided: ReLU flat fraction (t <= 0). Healthy 47-54%; 75% means the pre-activations
         have drifted about 0.7 std below zero.
-    saturation_far_tail: GELU/SiLU/ELU/Mish flat fraction (x < -3). Healthy 1.7-3.9% (the Transformer's
+    saturation_far_tail: GELU/SiLU/ELU/Mish flat fraction (x < -3). Healthy 1.5-4.4% (the Transformer's
         GELU after kaiming's gain 1.47: its input's std ~1.5, so x < -3 is z < -2); 5.1% without a norm;
         a naive Transformer's GELU layers 32-36% at step 0.
-    dead: fraction of a layer's units flat for every example of the batch, at the end. Healthy 0.
-    gradient_ratio: gradient std at the first activation over the last one's. Healthy 1.4-2.3.
-    update_ratio_high / update_ratio_low: log10(update std / weight std) per step. Healthy -2.3 to
-        -2.6 (medians over the run at the peak lr; the shrunken output layer -2.0).
-    update_ratio_share: the share of weight matrices out of range that makes the lr the cause.
-    norm_growth: how many times the std of a norm's input grew from the first logged step. Healthy at
-        most 2.3 (the shrunken output layer's norm); weights feeding a norm that an lr too high blows up
-        grow far more, while their update ratios fall (the norm takes the scale out).
-    attention_std: std of the attention logits (pre-softmax). Healthy 1.0 at step 0 and below 3 at the
-        end; naive init ~60 (softmax one-hot: a single key takes all the weight).
+    dead: share of a layer's units flat for every example of the batch, at the end. Healthy 0.
+    gradient_ratio: gradient std at the first activation over the last one's. Healthy 1.1-2.9.
+    update_ratio_high / update_ratio_low: log10(update std / weight std) per step, median over a phase.
+        Healthy -3.5 to -1.9 per matrix (the shrunken output layer is the one near -1.9): one decade
+        around the lesson's -3 either way.
+    update_ratio_share: the share of weight matrices out of range that makes the lr the cause (one odd
+        matrix, such as the output layer, is not).
+    norm_growth: how many times the std of a norm's input grew over its first logged value. Healthy at
+        most 3.7; weights feeding a norm that a too-high lr blows up grow 25 to 10^6 times (lr 30 with
+        BatchNorm), while their update ratios fall (the norm takes the scale out).
+    attention_std: std of the attention logits (pre-softmax). Healthy 1.0 at step 0, at most 2.3 later;
+        naive init ~60 (the softmax is one-hot: a single key takes all the weight).
     """
 
     init_loss_ratio: float = 1.5
