@@ -124,8 +124,13 @@ def remedy_lr_high(cfg: RunConfig, o: Observation, context: dict[str, Observatio
 
 def remedy_lr_low(cfg: RunConfig, o: Observation, context: dict[str, Observation]) -> list[Candidate]:
     suggest = o.facts.get("suggest")
-    return lr_to(cfg, suggest if suggest is not None else (cfg.lr or 0) * 10, "update ratios scale with the lr; "
-                                                                              "about -3 is healthy")
+    lr = lr_to(cfg, suggest if suggest is not None else (cfg.lr or 0) * 10, "update ratios scale with the lr; about "
+                                                                            "-3 is healthy")
+    if wrong_at_start(o, context):  # a gradient that vanished at step 0 makes small updates at any lr
+        return [(c, t + " (the run was already wrong at step 0, so the init is the likelier cause of the small "
+                        "updates; if they stay below -4 once it is fixed, raise the lr)")
+                for c, t in kaiming(cfg) + gain_back(cfg, "small")] + normalize(cfg) + lr
+    return lr
 
 
 def remedy_attention(cfg: RunConfig, o: Observation, context: dict[str, Observation]) -> list[Candidate]:
