@@ -9,7 +9,7 @@ from typing import Any
 
 from namegen.diagnosis.config import RunConfig
 from namegen.diagnosis.remedies import Remedy, combined, remedy_for
-from namegen.diagnosis.rules import RULES, Observation, Run
+from namegen.diagnosis.rules import RULES, Observation, Run, Seen
 from namegen.diagnosis.thresholds import Thresholds
 from namegen.events import Scalars
 
@@ -18,16 +18,10 @@ def json_value(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
-@dataclass(frozen=True)
-class Finding:
+@dataclass
+class Finding(Seen):
     """One thing the rules saw. `why` says how it hurt the run (a finding) or why it did not (a note)."""
 
-    name: str
-    title: str
-    layers: tuple[str, ...]
-    steps: tuple[int, ...]
-    measured: str
-    healthy: str
     why: str
     remedy: Remedy
     evidence: tuple[dict[str, Any], ...] = ()

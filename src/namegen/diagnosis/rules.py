@@ -123,16 +123,22 @@ def weight_layer(param: str) -> str:
 
 
 @dataclass
-class Observation:
-    """What a rule saw. `harm` says why it hurt the run (a finding); else `harm_with` names the findings that make
-    it hurt, and `quiet` says why it is only a note. `facts` are what the remedy is computed from."""
+class Seen:
+    """What a rule saw, as a finding and a note show it."""
 
-    name: str
+    name: str  # the finding's short name, as in the health column
     title: str
     layers: tuple[str, ...]
     steps: tuple[int, ...]
     measured: str
     healthy: str
+
+
+@dataclass
+class Observation(Seen):
+    """What a rule saw. `harm` says why it hurt the run (a finding); else `harm_with` names the findings that make
+    it hurt, and `quiet` says why it is only a note. `facts` are what the remedy is computed from."""
+
     evidence: tuple[dict[str, Any], ...] = ()
     harm: str | None = None
     harm_with: tuple[str, ...] = ()
