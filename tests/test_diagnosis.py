@@ -485,7 +485,7 @@ def test_the_text_tab_card_is_short_one_row_per_finding_notes_apart():
     lines = card.splitlines()
     assert lines[0] == "❌ **init=naive,norm=none: confident_start** · val loss 2.4312"
     assert lines[2] == "| finding | where | measured | fix |" and lines[4].startswith("| confident_start | model.head")
-    assert lines[-1].startswith("note: saturated (it grew during training")
+    assert lines[-1].startswith("note: saturated: it grew during training")
     assert len(lines) == 7
     assert diagnose(healthy()).to_card("init=kaiming", None).startswith("✅ **init=kaiming: healthy**")
 

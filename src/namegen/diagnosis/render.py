@@ -12,8 +12,11 @@ TEXT_TAG = "diagnosis"  # add_text appends "/text_summary": TensorBoard lists it
 MAX_LAYERS = 6
 
 
-def where(f: Finding) -> str:
-    shown = ", ".join(f.layers[:MAX_LAYERS]) + (f", ... ({len(f.layers)} in all)" if len(f.layers) > MAX_LAYERS else "")
+def where(f: Finding, most: int = MAX_LAYERS) -> str:
+    if len(f.layers) > most:
+        shown = ", ".join(f.layers[:most - 1]) + f", ... {f.layers[-1]} ({len(f.layers)} in all)"
+    else:
+        shown = ", ".join(f.layers)
     steps = f" at step{'s' if len(f.steps) > 1 else ''} {', '.join(map(str, f.steps))}" if f.steps else ""
     return (shown or "the whole network") + steps
 
@@ -64,8 +67,9 @@ def card(d: Diagnosis, title: str, val_loss: float | None = None) -> str:
         for f in d.findings:
             overrides = " ".join(f.remedy.overrides)
             first, *rest = f.measured.split("; ")  # the card stays short: the first measurement, the rest in diagnosis.md
-            cells = [f.name, where(f), first + (" …" if rest else ""), f"`{overrides}`" if overrides else f.remedy.text]
+            cells = [f.name, where(f, most=2), first + (" …" if rest else ""),
+                     f"`{overrides}`" if overrides else f.remedy.text]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines.append("")
-    lines += [f"note: {f.name} ({f.why})" for f in d.notes]
+    lines += [f"note: {f.name}: {f.why}" for f in d.notes]
     return "\n".join(lines) + "\n"
