@@ -483,11 +483,11 @@ def test_the_text_tab_card_is_short_one_row_per_finding_notes_apart():
     s[f"{act(3)}/saturation"] = [(0, 0.1), (1499, 0.45)]  # grew: a note
     card = diagnose(s).to_card("init=naive,norm=none", 2.4312)
     lines = card.splitlines()
-    assert lines[0] == "❌ **init=naive,norm=none: confident_start** · val loss 2.4312"
+    assert lines[0] == "UNHEALTHY · **init=naive,norm=none: confident_start** · val loss 2.4312"
     assert lines[2] == "| finding | where | measured | fix |" and lines[4].startswith("| confident_start | model.head")
     assert lines[-1].startswith("note: saturated: it grew during training")
     assert len(lines) == 7
-    assert diagnose(healthy()).to_card("init=kaiming", None).startswith("✅ **init=kaiming: healthy**")
+    assert diagnose(healthy()).to_card("init=kaiming", None).startswith("**init=kaiming: healthy**")
 
 
 def test_write_diagnosis_replaces_each_file_atomically(tmp_path, monkeypatch):

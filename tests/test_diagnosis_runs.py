@@ -111,7 +111,7 @@ def test_the_naive_run_is_diagnosed_in_every_place_a_user_looks_and_fix_repairs_
     # the Text tab: one card, at the run's last step (299), with the health first
     (event,) = read_events(run_dir).Tensors("diagnosis/text_summary")
     card = event.tensor_proto.string_val[0].decode()
-    assert event.step == 299 and card.startswith(f"❌ **naive_none: {result['health']}**")
+    assert event.step == 299 and card.startswith(f"UNHEALTHY · **naive_none: {result['health']}**")
 
     assert main(["diagnose", str(run_dir), "--fix"]) == 0
     command = capsys.readouterr().out.strip()

@@ -59,9 +59,10 @@ def markdown(d: Diagnosis, title: str | None = None, level: int = 1) -> str:
 def card(d: Diagnosis, title: str, val_loss: float | None = None) -> str:
     """The Text tab's card: the health first (bold, with the val loss, so the worst run stands out), one table row
     per finding, the notes in one line each."""
-    mark = "✅" if d.healthy else ("❔" if not d.findings else "❌")
+    # words, not emoji: a browser without an emoji font (headless Chromium here) draws those as empty boxes
+    mark = "" if d.healthy else ("NOT FULLY CHECKED · " if not d.findings else "UNHEALTHY · ")
     loss = f" · val loss {val_loss:.4f}" if val_loss is not None else ""
-    lines = [f"{mark} **{title}: {d.health}**{loss}", ""]
+    lines = [f"{mark}**{title}: {d.health}**{loss}", ""]
     if d.findings:
         lines += ["| finding | where | measured | fix |", "|---|---|---|---|"]
         for f in d.findings:
