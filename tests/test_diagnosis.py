@@ -23,6 +23,7 @@ from namegen.diagnosis import (
 
 MLP_RULES = tuple(r for r in RULE_NAMES if r != "attention")  # an MLP has no attention to judge
 from conftest import make_cfg
+import namegen.resolvers  # noqa: F401  a composed config's interpolations use them
 from namegen.diagnosis.config import RunConfig, parse
 from namegen.errors import ConfigError, UserError
 
@@ -88,11 +89,11 @@ def test_nothing_logged_is_unknown_not_healthy():
 
 
 def test_without_activation_statistics_the_run_is_not_called_healthy():
-    # what callbacks=minimal logs: the step-0 loss, train/loss and the lr; 2 of the MLP's 6 rules can run
+    # what callbacks=minimal logs: the step-0 loss, train/loss and the lr; 3 of the MLP's 7 rules can run
     s = {k: v for k, v in healthy().items() if k.split("/")[0] in ("init", "train", "val", "lr-SGD")}
     d = diagnose(s, {"status": "ok"})
-    assert d.health == "healthy (2 of 6 rules: no activation statistics, gradient statistics, update ratios)"
-    assert not d.healthy and d.checked == ("diverged", "confident_start")
+    assert d.health == "healthy (3 of 7 rules: no activation statistics, gradient statistics, update ratios)"
+    assert not d.healthy and d.checked == ("diverged", "confident_start", "loss_rise")
     assert "not checked: saturated (no activation statistics)" in d.to_markdown()
 
 
@@ -347,6 +348,45 @@ def test_lr_too_high_needs_more_than_half_of_the_matrices():
     assert "lr_too_high" not in names(diagnose(s, thresholds=strict))
 
 
+def rose(s: dict) -> dict:
+    """SGD lr 5 without a norm (measured): a healthy step 0 (3.30), then the tanh units saturate and die and the loss
+    ends far above its start (12-21 over the last logged steps)."""
+    s["train/loss"] = [(100, 154.9), (500, 155.6), (1000, 20.7), (1499, 12.3)]
+    return s
+
+
+def test_a_loss_that_rose_above_a_healthy_start_is_lr_too_high():
+    cfg = RunConfig(make_cfg(Path("unused"), "init=kaiming", "norm=none", "optim.optimizer.lr=5"))
+    s = rose(healthy())  # update ratios ~-3 after step 0: the learning_rate rule alone sees nothing
+    for j in range(7):  # the first update, on the healthy init: lr 5 = 50 x 0.1, so 1.7 decades above -3.24
+        s[f"update_ratio/{j:02d}.{weight(j)}"][0] = (0, -1.54)
+    f = only(diagnose(s, config=cfg), "lr_too_high")
+    ratio = (20.7 + 12.3 + 155.6) / 3 / 3.32
+    assert f.measured.startswith(f"train/loss {(20.7 + 12.3 + 155.6) / 3:.3g} over steps 500-1499 = {ratio:.1f} x")
+    assert f.steps == (500, 1000, 1499)
+    # lr 5 x 10^(-3 - -1.54) = 0.173, to one digit: 0.2, with the ambiguity said
+    assert f.remedy.overrides == ("optim.optimizer.lr=0.2",) and "likelier cause than the init" in f.remedy.text
+    # ... and lowered by any other finding's fix: it comes before a norm
+    s[f"{act(0)}/dead"] = [(0, 0.0), (500, 0.5), (1000, 0.9), (1499, 1.0)]
+    d = diagnose(s, config=cfg)
+    assert d.fix[0] == "optim.optimizer.lr=0.2" and list(only(d, "dead_units").remedy.overrides) == d.fix[:1]
+    # the threshold: 1.2 x the step-0 loss, a healthy run ends at 0.62-0.74 x
+    assert "lr_too_high" not in names(diagnose(s, config=cfg, thresholds=Thresholds(loss_rise=60)))
+
+
+def test_a_falling_loss_or_a_start_already_wrong_is_not_lr_too_high():
+    assert diagnose(healthy()).findings == ()  # 2.3 at the end from 3.32 at step 0
+    s = rose(healthy())
+    s["train/loss"][-3:] = [(500, 3.9), (1000, 3.9), (1499, 3.9)]  # 1.17 x: within one batch's noise
+    assert "lr_too_high" not in names(diagnose(s))
+    s = rose(healthy())
+    s["init/loss"] = [(0, 20.0)]  # a confident start: the init's doing, and the loss then fell from 20
+    assert "lr_too_high" not in names(diagnose(s)) and "confident_start" in names(diagnose(s))
+    s = rose(healthy())
+    s[f"{act(0)}/saturation"] = [(0, 0.8)] + const(0.8, STEPS[1:])  # saturated before any update
+    assert "lr_too_high" not in names(diagnose(s))
+
+
 def stalled(s: dict) -> dict:
     s["train/loss"] = [(100, 3.3), (500, 3.29), (1000, 3.28), (1499, 3.27)]  # from 3.32 at step 0: barely moved
     return s
@@ -444,7 +484,7 @@ def test_thresholds_from_mapping():
 
 def test_thresholds_refuse_unknown_keys_and_bad_values():
     with pytest.raises(ValueError, match=r"unknown diagnosis threshold 'satruation'; valid ones: init_loss_ratio, "
-                                         r"saturation_bounded, .*attention_std$"):
+                                         r"saturation_bounded, .*attention_std, loss_rise$"):
         Thresholds.from_mapping({"satruation": 0.3})
     for bad, match in [({"saturation_one_sided": 1.5}, r"saturation_one_sided=1.5 must be in \[0, 1\]"),
                        ({"gradient_ratio": 1}, "gradient_ratio=1 must be > 1"),

@@ -70,6 +70,25 @@ def test_lr_30_with_batchnorm_is_too_high_and_never_told_to_raise_it(tmp_path):
     assert in_effect(tmp_path, remedies(diagnosis)) == []  # not init=kaiming, not norm=batchnorm: both in effect
 
 
+def test_lr_5_without_a_norm_is_too_high_after_a_healthy_start(tmp_path, names_txt):
+    # step 0 is healthy (kaiming), then lr 5 saturates and kills the tanh units within ~100 steps and the loss rises
+    # far above its start. Over the benchmark's 1,500 steps (statistics every 100) the later updates look small (no
+    # gradient passes through dead units), so the update ratios alone no longer call the lr too high: only the
+    # loss says it. Shorter runs (300 or 1,000 steps) are still caught by their update ratios.
+    steps = ["trainer.max_steps=1500", "trainer.val_check_interval=1500", "trainer.num_sanity_val_steps=0",
+             "callbacks.diagnostics.every_n_steps=100", "trainer.log_every_n_steps=100",
+             "callbacks.diagnostics.histogram_every_n_steps=null", *NO_FIGURES]
+    result = train(make_cfg(tmp_path, "data=file", f"data.path={names_txt}", *steps, "init=kaiming", "norm=none",
+                            "optim.optimizer.lr=5"))
+    diagnosis = json.loads((tmp_path / "diagnosis.json").read_text())
+    assert "lr_too_high" in result["health"].split(",") and "confident_start" not in result["health"]
+    last = [e.value for e in read_events(tmp_path).Scalars("train/loss")][-3:]
+    assert sum(last) / 3 > 1.2 * result["init_loss"] and result["init_loss"] < 1.5 * math.log(27)
+    lrs = [float(o.split("=", 1)[1]) for o in diagnosis["fix"] if o.startswith("optim.optimizer.lr=")]
+    assert diagnosis["fix"][0].startswith("optim.optimizer.lr=") and lrs[0] < 5  # the lr first, not a norm
+    assert in_effect(tmp_path, remedies(diagnosis)) == []
+
+
 def test_the_naive_transformer_is_flagged_and_never_told_batchnorm(tmp_path):
     steps = ["trainer.max_steps=20", "trainer.val_check_interval=20", "trainer.num_sanity_val_steps=0",
              *NO_FIGURES, *[e.replace("=50", "=10") for e in EVERY]]
@@ -86,7 +105,7 @@ def test_the_naive_transformer_is_flagged_and_never_told_batchnorm(tmp_path):
 
 def test_callbacks_minimal_is_not_called_healthy(trained_run):
     result = json.loads((trained_run / "result.json").read_text())  # callbacks=minimal, 300 steps
-    assert result["health"] == "healthy (2 of 6 rules: no activation statistics, gradient statistics, update ratios)"
+    assert result["health"] == "healthy (3 of 7 rules: no activation statistics, gradient statistics, update ratios)"
 
 
 def test_a_healthy_run_is_healthy_and_diagnose_prints_it(tmp_path, capsys):
@@ -96,8 +115,8 @@ def test_a_healthy_run_is_healthy_and_diagnose_prints_it(tmp_path, capsys):
     assert main(["diagnose", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith(f"# Diagnosis: {tmp_path.name}\n\n**Health: healthy**\n")
-    assert ("Checked: diverged, confident_start, saturated, dead_units, gradients, learning_rate; not applicable "
-            "to this model: attention.") in printed
+    assert ("Checked: diverged, confident_start, saturated, dead_units, gradients, learning_rate, loss_rise; not "
+            "applicable to this model: attention.") in printed
 
 
 def test_the_naive_run_is_diagnosed_in_every_place_a_user_looks_and_fix_repairs_it(tmp_path, capsys):

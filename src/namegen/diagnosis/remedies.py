@@ -119,6 +119,9 @@ def remedy_lr_high(cfg: RunConfig, o: Observation, context: dict[str, Observatio
     if wrong_at_start(o, context):  # a bad init's huge gradients make large updates at any lr
         return [(c, t + " (the run was already wrong at step 0, so the init is the likelier cause of the large "
                         "updates; if they stay above -2 with kaiming init, lower the lr)") for c, t in kaiming(cfg)] + lr
+    if o.facts.get("rose"):  # healthy at step 0, worse after the updates: they did it
+        return [(c, t + " (step 0 looked healthy and the loss rose only once the updates began, so the lr is the "
+                        "likelier cause than the init)") for c, t in lr] + normalize(cfg)
     return lr
 
 

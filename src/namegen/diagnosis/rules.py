@@ -228,13 +228,19 @@ def judge_diverged(run: Run) -> list[Observation]:
     error = run.result.get("error")
     measured = (str(error).splitlines() or [""])[0] if error else (
         f"train/loss = {bad[1]} at step {bad[0]}" if bad else "status diverged")
-    start_bad = confident(run) is not None or any(
-        above(layer_.finite("saturation")[0][1], limit) for layer_, limit in run.judged_acts("saturation")
-        if layer_.finite("saturation")[0][0] == START)
     return [Observation(
         "diverged", "the loss stopped being finite", (layer,) if layer else (), (step,) if step is not None else (),
         measured, "a finite loss at every step", ({"layer": layer, "step": step, "value": bad[1] if bad else None},),
-        harm="the run stopped", facts={"init_bad": start_bad})]
+        harm="the run stopped", facts={"init_bad": wrong_at_step0(run)})]
+
+
+def wrong_at_step0(run: Run) -> bool:
+    """Step 0, before any update, already looked wrong: a confident start, or a layer saturated or attention
+    one-hot. Then the init, not the lr, is the likelier cause of what followed."""
+    return confident(run) is not None or any(
+        above(layer.finite("saturation")[0][1], limit) for layer, limit in run.judged_acts("saturation")
+        if layer.finite("saturation")[0][0] == START) or any(
+        above(a.finite("std")[0][1], run.t.attention_std) for a in run.attns if a.finite("std")[0][0] == START)
 
 
 def confident(run: Run) -> tuple[float, float] | None:
@@ -464,6 +470,37 @@ def judge_learning_rate(run: Run) -> list[Observation]:
     return out
 
 
+def judge_loss_rise(run: Run) -> list[Observation]:
+    """Training made the run worse than its start: step 0 looked healthy (no confident start, no layer saturated,
+    no one-hot attention), yet the last train losses ended loss_rise x above the step-0 loss. Only the updates
+    changed the network in between, so they did the damage: the lr is too high. This holds where the update
+    ratios cannot tell (units that saturated or died in the first steps pass back no gradient, so the later
+    updates look small)."""
+    tail = [(s, v) for s, v in run.loss[-3:] if math.isfinite(v)]
+    if not tail or wrong_at_step0(run) or not run.init_loss > 0:
+        return []
+    end = sum(v for _, v in tail) / len(tail)
+    if not above(end, run.t.loss_rise * run.init_loss):
+        return []
+    lr = run.config.lr if run.config is not None else None
+    return [Observation(
+        "lr_too_high", "training made the run worse than its start: the updates did the damage",
+        (), tuple(s for s, _ in tail),
+        f"train/loss {num(end)} over steps {tail[0][0]}-{tail[-1][0]} = {end / run.init_loss:.1f} x the step-0 loss "
+        f"{num(run.init_loss)}, after a healthy step 0",
+        f"last losses below {run.t.loss_rise:g} x the step-0 loss (healthy runs end at 0.62-0.74 x)",
+        tuple({"layer": None, "step": s, "value": v} for s, v in tail),
+        harm=f"the loss ended {end / run.init_loss:.1f} x above where it started",
+        facts={"suggest": suggest_lr(lr, start_ratio(run)), "rose": True})]
+
+
+def start_ratio(run: Run) -> float | None:
+    """The median update ratio of the first update (step 0). After a healthy step 0 it is the lr's own effect:
+    it scales with the lr (SGD 0.1 on kaiming tanh: -3.24; lr 5: -1.54, log10(50) = 1.7 higher)."""
+    firsts = [v for w in run.updates for s, v in w.finite()[:1] if s == START]
+    return float(np.median(firsts)) if firsts else None
+
+
 TARGET_RATIO = -3.0  # the lesson's rule of thumb for log10(update/weight)
 
 
@@ -540,5 +577,7 @@ RULES = (
         set.intersection(*(set(dict(g.finite("std"))) for g in r.grads))), judge_gradients),
     Rule("learning_rate", "update ratios", lambda r: bool(r.updates), judge_learning_rate),
     Rule("attention", "attention logits", lambda r: bool(r.attns), judge_attention, applies=has_attention),
+    Rule("loss_rise", "train/loss and init/loss", lambda r: r.init_loss is not None and any(
+        math.isfinite(v) for _, v in r.loss), judge_loss_rise),
 )
 RULE_NAMES = tuple(rule.name for rule in RULES)

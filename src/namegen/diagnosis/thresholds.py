@@ -68,6 +68,10 @@ class Thresholds:
         BatchNorm), while their update ratios fall (the norm takes the scale out).
     attention_std: std of the attention logits (pre-softmax). Healthy 1.0 at step 0, at most 2.3 later;
         naive init ~60 (the softmax is one-hot: a single key takes all the weight).
+    loss_rise: the mean of the last three logged train losses over the step-0 loss (init/loss) above which
+        training made the run worse than its start. In every healthy benchmark case the loss falls: 0.62-0.74
+        (any logged point at most 0.93); a run that learns nothing ends at 1.00-1.01 (lr 1e-5); one batch's
+        noise is at most 1.2x. SGD lr 5 without a norm (a healthy step 0, then dead tanh units) ends at ~5x.
     """
 
     init_loss_ratio: float = 1.5
@@ -81,6 +85,7 @@ class Thresholds:
     update_ratio_share: float = 0.5
     norm_growth: float = 10.0
     attention_std: float = 5.0
+    loss_rise: float = 1.2
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -105,6 +110,7 @@ class Thresholds:
             "update_ratio_share": (0 <= self.update_ratio_share < 1, "in [0, 1)"),
             "norm_growth": (self.norm_growth > 1, "> 1"),
             "attention_std": (self.attention_std > 0, "> 0"),
+            "loss_rise": (self.loss_rise > 1, "> 1"),
         }
 
     def saturation(self, kind: str) -> float | None:
