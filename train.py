@@ -71,6 +71,10 @@ def main(cfg: DictConfig) -> float | None:
             refuse(cfg, str(e))
         if result["status"] != "ok":
             sys.exit(f"namegen: run {result['status']}: {result['error']}")
+        if cfg.get("logger") is not None and "tensorboard" in cfg.logger:
+            from namegen.board import how_to_open
+
+            print(how_to_open(cfg.run_dir), flush=True)
         return result.get("best_val_loss")  # what a Hydra sweeper (Optuna) minimizes
     # In a sweep, one job's crash must not stop the others or lose their results:
     # record it where the sweep summary will find it, and let the sweep go on.

@@ -12,8 +12,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from callbacks.tags import HEALTHY_UPDATE_RATIO
+
 FIGSIZE, DPI = (10, 4), 100
-HEALTHY_UPDATE_RATIO = -3.0  # makemore's guide line: updates ~1/1000 of the weights
 
 
 def new_axes(title: str, xlabel: str, ylabel: str, figsize: tuple[float, float] = FIGSIZE):

@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+import math
+import statistics
+from typing import Iterable
+
 import lightning as L
 import torch
 
 from callbacks.base import StepDiagnostic, update_ratio, weight_matrices
-from callbacks.tags import UPDATE_RATIO, tag
+from callbacks.tags import (
+    HEALTHY_UPDATE_RATIO, UPDATE_RATIO, UPDATE_RATIO_GUIDE, UPDATE_RATIO_HIGHEST, UPDATE_RATIO_LOWEST,
+    UPDATE_RATIO_MEDIAN, tag,
+)
+
+
+def schedule_guide(trainer: L.Trainer) -> float | None:
+    """HEALTHY_UPDATE_RATIO moved with the learning-rate schedule, log10(lr / initial lr) lower: the first optimizer's
+    first group, at the lr of this step (a torch scheduler keeps the one it started from as `initial_lr`)."""
+    group = trainer.optimizers[0].param_groups[0] if trainer.optimizers else None
+    if group is None or not group["lr"] > 0:
+        return None
+    return HEALTHY_UPDATE_RATIO + math.log10(group["lr"] / (group.get("initial_lr") or group["lr"]))
+
+
+def one_line(ratios: Iterable[float], guide: float | None) -> dict[str, float]:
+    """The run's update ratios as one line with a band: the median over the weight matrices, the lowest, the
+    highest; and the guide."""
+    finite = sorted(r for r in ratios if math.isfinite(r))
+    line = {UPDATE_RATIO_GUIDE: guide} if guide is not None else {}
+    if finite:
+        line.update({UPDATE_RATIO_MEDIAN: statistics.median(finite), UPDATE_RATIO_LOWEST: finite[0],
+                     UPDATE_RATIO_HIGHEST: finite[-1]})
+    return line
 
 
 class UpdateRatio(StepDiagnostic):
@@ -17,6 +44,8 @@ class UpdateRatio(StepDiagnostic):
     `on_before_optimizer_step`, difference at the batch's end), so it is right for any
     optimizer: SGD's lr * grad, Adam's normalized step, momentum, weight decay, clipping.
     Around -3 is healthy (makemore part 3); far above, the learning rate is too high, far below, too low.
+    The run as one line: `update_ratio/median` over the matrices with `update_ratio/lowest` and
+    `update_ratio/highest` as its band, and `update_ratio/guide`, -3 moved with the learning-rate schedule.
 
     Example::
 
@@ -29,13 +58,16 @@ class UpdateRatio(StepDiagnostic):
     def __init__(self, every_n_steps: int = 500) -> None:
         super().__init__(every_n_steps)
         self.before: dict[str, torch.Tensor] = {}
+        self.guide: float | None = None
 
     def before_update(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.before = {name: p.detach().clone() for _, name, p in weight_matrices(pl_module)}
+        self.guide = schedule_guide(trainer)
 
     def end_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.log_scalars(trainer, {tag(UPDATE_RATIO, j, name): update_ratio(p.detach(), self.before[name])
-                                   for j, name, p in weight_matrices(pl_module) if name in self.before})
+        ratios = {tag(UPDATE_RATIO, j, name): update_ratio(p.detach(), self.before[name])
+                  for j, name, p in weight_matrices(pl_module) if name in self.before}
+        self.log_scalars(trainer, {**ratios, **one_line(ratios.values(), self.guide)})
 
     def release(self) -> None:
-        self.before = {}
+        self.before, self.guide = {}, None

@@ -15,37 +15,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from callbacks.tags import ACT, ATTN, GRAD, GRAD_DATA_RATIO, NORM, UPDATE_RATIO, family_regex
 from namegen.checkpoint import CHECKPOINT_KEY, CHECKPOINT_VERSION
 from namegen.errors import ConfigError
 from namegen.nets import build_model
 from namegen.stats import buffers_kept, format_layer_stats, layer_stats
-
-def multiline(*regexes: str) -> list:
-    return ["Multiline", list(regexes)]
-
-
-# TensorBoard's Custom Scalars layout: each quantity as one chart across layers, the lesson's first
-CHARTS = {
-    "1. the lesson": {
-        "loss at step 0 (init/loss) next to log V, a uniform guess's (init/uniform_loss)": multiline(r"^init/"),
-        "train and validation loss": multiline(r"^train/loss$", r"^val/loss$"),
-        "saturation: fraction of each activation in its flat region": multiline(family_regex(ACT, "saturation")),
-        "log10 update:data ratio of each weight matrix (about -3 is healthy)": multiline(family_regex(UPDATE_RATIO)),
-    },
-    "2. activations": {
-        "activation std by layer": multiline(family_regex(ACT, "std")),
-        "dead units (flat for the whole batch)": multiline(family_regex(ACT, "dead")),
-        "std of each norm's input: the scale it takes out": multiline(family_regex(NORM, "in_std")),
-        "attention logits' std (softmax saturates when large)": multiline(family_regex(ATTN, "std")),
-    },
-    "3. gradients": {
-        "gradient std reaching each activation": multiline(family_regex(GRAD, "std")),
-        "grad:data ratio of each weight matrix": multiline(family_regex(GRAD_DATA_RATIO)),
-    },
-    "4. learning rate": {"learning rate": multiline(r"^lr-")},
-}
-
 
 def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """The one loss: mean cross-entropy of the next character over every position that has one.
@@ -89,10 +62,10 @@ class NameGen(L.LightningModule):
         init: `scheme` (naive, kaiming, pytorch), `gain`, `output_scale`.
         diverge_factor: a loss above this many times the initial loss counts as diverged, like a non-finite one.
 
-    Logged to every attached logger, against the optimizer step: `train/loss` (Lightning's
-    `log_every_n_steps`), `val/loss` at each validation, `test/loss`, and at step 0, before
-    any update, `init/loss` next to `init/uniform_loss` = log(vocab_size), the loss of a
-    network that knows nothing and says so.
+    Logged to every attached logger, against the optimizer step: `train/loss` at step 0 and every
+    `log_every_n_steps`, `val/loss` at each validation, `test/loss`, and `init/loss` (the loss before any
+    update, on the whole validation split) next to `init/uniform_loss` = log(vocab_size), the loss of a
+    network that knows nothing and says so: both at step 0 and held flat at every `train/loss` point.
     """
 
     def __init__(
@@ -126,7 +99,17 @@ class NameGen(L.LightningModule):
         last = self.global_step + 1 == self.trainer.max_steps  # Lightning writes the logs of the final step too
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0 or last:
             self.log("train/loss", loss, prog_bar=True)
+            self.log_dict(self.held_flat())
+        elif self.global_step == 0:  # the lesson's headline, which Lightning's first logging step would miss
+            for logger in self.loggers:
+                logger.log_metrics({"train/loss": loss.item()}, step=0)
         return loss
+
+    def held_flat(self) -> dict[str, float]:
+        """The step-0 loss and log V, held flat over the run: TensorBoard's outlier clipping (on by default)
+        cuts a single point of ~20 off a chart, never a line that is a whole run long."""
+        held = {"init/uniform_loss": math.log(len(self.vocab))}
+        return held if self.init_loss is None else {"init/loss": self.init_loss, **held}
 
     def check_diverged(self, loss: torch.Tensor, x: torch.Tensor) -> None:
         """Raise `DivergedError` at the step the loss stops being finite or explodes, before its update."""
@@ -152,17 +135,12 @@ class NameGen(L.LightningModule):
         self.log("test/loss", loss_fn(self.model(batch[0]), batch[1]), batch_size=len(batch[1]))
 
     def on_train_start(self) -> None:
-        if self.trainer.is_global_zero and self.global_step == 0:
-            for logger in self.loggers:  # TensorBoard's Custom Scalars tab: the lesson's charts first
-                if hasattr(logger.experiment, "add_custom_scalars"):
-                    logger.experiment.add_custom_scalars(CHARTS)
         datamodule = self.trainer.datamodule
         if self.global_step == 0 and datamodule is not None:
             # the whole validation split with batch statistics: the loss as the first step sees it, without noise
             self.init_loss = self.batch_statistics_loss(next(iter(datamodule.val_dataloader())))
-            metrics = {"init/loss": self.init_loss, "init/uniform_loss": math.log(len(self.vocab))}
             for logger in self.loggers:
-                logger.log_metrics(metrics, step=0)
+                logger.log_metrics(self.held_flat(), step=0)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Stopping is how Lightning's own EarlyStopping asks for a last validation: the final step is then

@@ -19,6 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from namegen.board import how_to_open
 from namegen.resolvers import SWEPT_KEYS_ENV
 from namegen.results import is_run, read_result, run_folders
 
@@ -95,6 +96,8 @@ class SweepCallback(Callback):
         runs = collect(sweep_dir)
         table = write_summary(sweep_dir, runs)
         print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n{table}", flush=True)
+        if config.get("logger") is not None and "tensorboard" in config.logger:
+            print(how_to_open(sweep_dir), flush=True)
         failed = [name for name, r in runs if r.get("status") == "failed"]
         if failed:
             sys.exit(f"namegen: {len(failed)} job(s) failed: {', '.join(failed)}")

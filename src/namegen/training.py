@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from namegen.resolvers import swept_keys  # importing it registers the resolvers the config uses
 from namegen.checkpoint import CHECKPOINT_DIR, LAST, read_checkpoint
+from namegen.board import hparams_end, hparams_start
 from namegen.checks import validate
 from namegen.errors import ConfigError, UserError
 from namegen.diagnosis import Thresholds, diagnose, write_diagnosis
@@ -201,6 +202,9 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataMo
         log.info("resume: %s already reached step %d; nothing to train, its result is kept", run_dir, start_step)
         return json.loads(previous.read_text())
 
+    tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+    if tb is not None and trainer.is_global_zero:  # the HParams row fills in as the run logs its losses
+        hparams_start(tb, hparams(cfg), swept_keys() or [])
     result: dict[str, Any] = {"status": "ok", "error": None, "pid": os.getpid(), "started_at": time.time()}
     start = time.perf_counter()
     try:
@@ -239,7 +243,6 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataMo
     if not trainer.is_global_zero:
         return result
     result["activations"] = activation_kinds(module)
-    tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
     if tb is not None:
         tb.experiment.flush()
     # the run's own event files, read once: what `namegen diagnose` reads too, so both say the same
@@ -257,35 +260,9 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataMo
     print(f"\n{diagnosis.to_markdown(run_dir.name)}", flush=True)
     if tb is not None:
         tb.experiment.add_text("diagnosis", diagnosis.to_markdown(run_dir.name), global_step=trainer.global_step)
-        hp_metrics = {
-            "hparams/best_val_loss": result["best_val_loss"],
-            "hparams/init_loss": result["init_loss"],
-            "hparams/init_saturation": result["init_saturation"],
-            "hparams/test_loss": result.get("test_loss"),
-        }
-        write_hparams(tb, hparams(cfg), {k: v for k, v in hp_metrics.items() if v is not None})
-        tb.finalize("success" if result["status"] == "ok" else "failed")  # flushes events, writes hparams.yaml
+        hparams_end(tb, ok=result["status"] == "ok")
+        tb.finalize("success" if result["status"] == "ok" else "failed")  # flushes events
     return result
-
-
-def write_hparams(tb: TensorBoardLogger, values: dict[str, Any], metrics: dict[str, float]) -> None:
-    """TensorBoard's HParams records, with the sweep's swept keys marked as the ones that differ between runs:
-    TensorBoard lists those first and shows them (it would list every key alphabetically otherwise)."""
-    from tensorboard.plugins.hparams import plugin_data_pb2
-    from torch.utils.tensorboard.summary import hparams as hparams_summaries
-
-    swept = set(swept_keys() or [])
-    experiment, start, end = hparams_summaries(values, metrics)
-    data = plugin_data_pb2.HParamsPluginData.FromString(experiment.value[0].metadata.plugin_data.content)
-    for info in data.experiment.hparam_infos:
-        info.differs = info.name in swept
-    experiment.value[0].metadata.plugin_data.content = data.SerializeToString()
-    writer = tb.experiment
-    writer.flush()  # opens the file writer if nothing was written yet
-    for summary in (experiment, start, end):
-        writer.file_writer.add_summary(summary)
-    tb.hparams.update(values)  # hparams.yaml, written on finalize
-    tb.log_metrics(metrics, step=0)
 
 
 def activation_kinds(module: torch.nn.Module) -> dict[str, str]:
