@@ -10,10 +10,7 @@ import lightning as L
 import torch
 
 from callbacks.base import StepDiagnostic, update_ratio, weight_matrices
-from callbacks.tags import (
-    HEALTHY_UPDATE_RATIO, UPDATE_RATIO, UPDATE_RATIO_GUIDE, UPDATE_RATIO_HIGHEST, UPDATE_RATIO_LOWEST,
-    UPDATE_RATIO_MEDIAN, tag,
-)
+from callbacks.tags import HEALTHY_UPDATE_RATIO, UPDATE_RATIO, UPDATE_RATIO_GUIDE, UPDATE_RATIO_MEDIAN, tag
 
 
 def schedule_guide(trainer: L.Trainer) -> float | None:
@@ -26,14 +23,10 @@ def schedule_guide(trainer: L.Trainer) -> float | None:
 
 
 def one_line(ratios: Iterable[float], guide: float | None) -> dict[str, float]:
-    """The run's update ratios as one line with a band: the median over the weight matrices, the lowest, the
-    highest; and the guide."""
-    finite = sorted(r for r in ratios if math.isfinite(r))
-    line = {UPDATE_RATIO_GUIDE: guide} if guide is not None else {}
-    if finite:
-        line.update({UPDATE_RATIO_MEDIAN: statistics.median(finite), UPDATE_RATIO_LOWEST: finite[0],
-                     UPDATE_RATIO_HIGHEST: finite[-1]})
-    return line
+    """The run's update ratios as one line, the median over the weight matrices, next to the guide."""
+    finite = [r for r in ratios if math.isfinite(r)]
+    line = {UPDATE_RATIO_MEDIAN: statistics.median(finite)} if finite else {}
+    return line | ({UPDATE_RATIO_GUIDE: guide} if guide is not None else {})
 
 
 class UpdateRatio(StepDiagnostic):
@@ -44,8 +37,8 @@ class UpdateRatio(StepDiagnostic):
     `on_before_optimizer_step`, difference at the batch's end), so it is right for any
     optimizer: SGD's lr * grad, Adam's normalized step, momentum, weight decay, clipping.
     Around -3 is healthy (makemore part 3); far above, the learning rate is too high, far below, too low.
-    The run as one line: `update_ratio/median` over the matrices with `update_ratio/lowest` and
-    `update_ratio/highest` as its band, and `update_ratio/guide`, -3 moved with the learning-rate schedule.
+    The run as one line: `update_ratio/median` over the matrices, next to `update_ratio/guide`, -3 at the
+    starting learning rate, moved with the schedule (one lower for a tenth of the learning rate).
 
     Example::
 

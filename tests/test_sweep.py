@@ -64,6 +64,8 @@ def test_summary_has_a_row_per_job_and_the_columns(tiny_sweep):
     md = (sweep / "summary.md").read_text()
     assert all(run in md for run in RUNS) and "| sat@0 |" in md
     assert "Sweep summary" in result.stdout and "init=naive,norm=none" in result.stdout
+    # then the command that opens it, on the lesson
+    assert f"tensorboard --logdir {sweep}\n    then open http://localhost:6006/#custom_scalars" in result.stdout
 
 
 def test_hparams_are_in_the_event_files(tiny_sweep):
@@ -78,9 +80,11 @@ def test_hparams_are_in_the_event_files(tiny_sweep):
     experiment = plugin_data_pb2.HParamsPluginData.FromString(
         events.SummaryMetadata("_hparams_/experiment").plugin_data.content).experiment
     assert {h.name for h in experiment.hparam_infos if h.differs} == {"init", "norm"}  # the swept keys
-    assert "hp_metric" not in events.Tags()["scalars"]
-    best = min(e.value for e in events.Scalars("val/loss"))  # from the run's own val/loss curve
-    assert events.Scalars("hparams/best_val_loss")[0].value == pytest.approx(best, rel=1e-6)
+    scalars = events.Tags()["scalars"]
+    assert "hp_metric" not in scalars and not [t for t in scalars if t.startswith("hparams/")]
+    # the columns are the run's own losses, init loss next to log V
+    assert [m.name.tag for m in experiment.metric_infos] == ["init/loss", "init/uniform_loss", "train/loss",
+                                                             "val/loss", "test/loss"]
 
 
 def test_a_failing_job_does_not_stop_the_others(tmp_path):
@@ -150,7 +154,14 @@ def test_a_real_tensorboard_server_serves_the_sweep(tiny_sweep):
         assert {"init", "norm", "lr", "model.depth", "data"} <= set(names)
         # the swept keys are marked as differing: TensorBoard lists them first and shows them
         assert names[:2] == ["init", "norm"] and [h.get("differs") for h in experiment["hparamInfos"][:3]] == [True, True, False]
-        assert {m["name"]["tag"] for m in experiment["metricInfos"]} >= {"hparams/best_val_loss", "hparams/init_loss"}
+        assert [m["name"]["tag"] for m in experiment["metricInfos"]][:2] == ["init/loss", "init/uniform_loss"]
+        # the table's values: each metric's last value, read by the server from the runs' own tags
+        groups = get("/data/plugin/hparams/session_groups", {"experimentName": "", "allowedStatuses": [
+            "STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"], "colParams": [],
+            "startIndex": 0, "sliceSize": 10})["sessionGroups"]
+        init = {g["name"]: next(m["value"] for m in g["metricValues"] if m["name"]["tag"] == "init/loss")
+                for g in groups}
+        assert init["init=naive,norm=none"] > 10 > 3.4 > init["init=kaiming,norm=none"]
     finally:
         server.terminate()
         server.wait(timeout=30)

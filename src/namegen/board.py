@@ -14,77 +14,50 @@ import time
 from typing import Any, Iterable, Mapping
 
 from callbacks.tags import (
-    ACT, ATTN, GRAD, GRAD_DATA_RATIO, NORM, UPDATE_RATIO, UPDATE_RATIO_GUIDE, UPDATE_RATIO_HIGHEST,
-    UPDATE_RATIO_LOWEST, UPDATE_RATIO_MEDIAN, family_regex,
+    ACT, ATTN, GRAD, GRAD_DATA_RATIO, NORM, UPDATE_RATIO, UPDATE_RATIO_GUIDE, UPDATE_RATIO_MEDIAN, family_regex,
 )
 
 # the tab that opens on the lesson; TensorBoard's own landing tab is Time Series, every tag alphabetically
 LESSON_URL = "http://localhost:6006/#custom_scalars"
 
 
-def multiline(*regexes: str) -> tuple[str, tuple[str, ...]]:
-    """A chart of every tag matching any of the regexes: one line per run and tag."""
-    return "multiline", regexes
-
-
-def margin(*series: tuple[str, str, str]) -> tuple[str, tuple[tuple[str, str, str], ...]]:
-    """A chart of (value, lower, upper) tags: one line per run and series, its band shaded."""
-    return "margin", series
-
-
-# TensorBoard's Custom Scalars tab: each quantity as one chart across layers and runs, the lesson's first.
-# A chart appears once a run has written one of its tags: no empty chart for a model that has no such layer.
-CHARTS: dict[str, dict[str, tuple[str, tuple]]] = {
+# TensorBoard's Custom Scalars tab: each quantity as one chart across layers and runs, the lesson's first; a chart
+# is the regexes of its tags (a line per run and tag). It appears once a run has written one of its tags: no empty
+# chart for a model without such layers.
+CHARTS: dict[str, dict[str, tuple[str, ...]]] = {
     "1. the lesson": {
         "loss at step 0 (init/loss), held flat, next to log V, a uniform guess's loss (init/uniform_loss)":
-            multiline(r"^init/"),
-        "train and validation loss (train/loss starts at step 0)": multiline(r"^train/loss$", r"^val/loss$"),
-        "saturation: fraction of each activation in its flat region": multiline(family_regex(ACT, "saturation")),
-        "log10 update:data ratio per run: median over the weight matrices, band from lowest to highest; "
-        "guide: -3, moved with the learning-rate schedule":
-            margin((UPDATE_RATIO_MEDIAN, UPDATE_RATIO_LOWEST, UPDATE_RATIO_HIGHEST),
-                   (UPDATE_RATIO_GUIDE, UPDATE_RATIO_GUIDE, UPDATE_RATIO_GUIDE)),
+            (r"^init/",),
+        "train and validation loss (train/loss starts at step 0)": (r"^train/loss$", r"^val/loss$"),
+        "saturation: fraction of each activation in its flat region": (family_regex(ACT, "saturation"),),
+        "log10 update:data ratio per run, the median over its weight matrices; guide: -3 at the starting "
+        "learning rate, one lower for a tenth of it": (f"^{UPDATE_RATIO_MEDIAN}$", f"^{UPDATE_RATIO_GUIDE}$"),
     },
     "2. activations": {
-        "activation std by layer": multiline(family_regex(ACT, "std")),
-        "dead units (flat for the whole batch)": multiline(family_regex(ACT, "dead")),
-        "std of each norm's input: the scale it takes out": multiline(family_regex(NORM, "in_std")),
-        "attention logits' std (softmax saturates when large)": multiline(family_regex(ATTN, "std")),
+        "activation std by layer": (family_regex(ACT, "std"),),
+        "dead units (flat for the whole batch)": (family_regex(ACT, "dead"),),
+        "std of each norm's input: the scale it takes out": (family_regex(NORM, "in_std"),),
+        "attention logits' std (softmax saturates when large)": (family_regex(ATTN, "std"),),
     },
     "3. gradients": {
-        "gradient std reaching each activation": multiline(family_regex(GRAD, "std")),
-        "grad:data ratio of each weight matrix": multiline(family_regex(GRAD_DATA_RATIO)),
-        "log10 update:data ratio of each weight matrix (about -3 is healthy)": multiline(family_regex(UPDATE_RATIO)),
+        "gradient std reaching each activation": (family_regex(GRAD, "std"),),
+        "grad:data ratio of each weight matrix": (family_regex(GRAD_DATA_RATIO),),
+        "log10 update:data ratio of each weight matrix (about -3 is healthy)": (family_regex(UPDATE_RATIO),),
     },
-    "4. learning rate": {"learning rate": multiline(r"^lr-")},
+    "4. learning rate": {"learning rate": (r"^lr-",)},
 }
 
 
-def has_data(chart: tuple[str, tuple], tags: set[str]) -> bool:
-    kind, content = chart
-    if kind == "margin":
-        return content[0][0] in tags  # the first series is the chart's subject; the others are guides
-    return any(re.search(regex, tag) for regex in content for tag in tags)
-
-
-def layout(tags: Iterable[str], charts: Mapping[str, Mapping[str, tuple[str, tuple]]] = CHARTS):
+def layout(tags: Iterable[str], charts: Mapping[str, Mapping[str, tuple[str, ...]]] = CHARTS):
     """The Custom Scalars layout of the charts that have data among `tags`."""
     from tensorboard.plugins.custom_scalar import layout_pb2
 
     tags = set(tags)
     categories = []
     for title, entries in charts.items():
-        shown = []
-        for chart_title, chart in entries.items():
-            if not has_data(chart, tags):
-                continue
-            kind, content = chart
-            if kind == "margin":
-                series = [layout_pb2.MarginChartContent.Series(value=v, lower=lo, upper=hi) for v, lo, hi in content]
-                shown.append(layout_pb2.Chart(title=chart_title, margin=layout_pb2.MarginChartContent(series=series)))
-            else:
-                shown.append(layout_pb2.Chart(title=chart_title,
-                                              multiline=layout_pb2.MultilineChartContent(tag=list(content))))
+        shown = [layout_pb2.Chart(title=chart, multiline=layout_pb2.MultilineChartContent(tag=list(regexes)))
+                 for chart, regexes in entries.items()
+                 if any(re.search(regex, tag) for regex in regexes for tag in tags)]
         if shown:
             categories.append(layout_pb2.Category(title=title, chart=shown))
     return layout_pb2.Layout(category=categories)
@@ -116,7 +89,7 @@ METRICS = {
 
 def hparams_start(tb: Any, values: Mapping[str, Any], differ: Iterable[str]) -> None:
     """The run's row of TensorBoard's HParams table: its choices (`values`; `differ`: the keys a sweep varies,
-    which TensorBoard lists first and shows) and the `METRICS` columns. Also what the logger's hparams.yaml holds."""
+    which TensorBoard lists first and shows) and the `METRICS` columns."""
     from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
     differ = set(differ)
@@ -128,7 +101,6 @@ def hparams_start(tb: Any, values: Mapping[str, Any], differ: Iterable[str]) -> 
         field = {api_pb2.DATA_TYPE_BOOL: "bool_value", api_pb2.DATA_TYPE_FLOAT64: "number_value"}.get(
             value_type(value), "string_value")
         setattr(start.hparams[name], field, value)
-    tb.log_hyperparams(dict(values))  # hparams.yaml, written on the logger's first save
     write_hparams_data(tb, plugin_data_pb2.HParamsPluginData(
         experiment=api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics)))
     write_hparams_data(tb, plugin_data_pb2.HParamsPluginData(session_start_info=start))

@@ -203,8 +203,11 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataMo
         return json.loads(previous.read_text())
 
     tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-    if tb is not None and trainer.is_global_zero:  # the HParams row fills in as the run logs its losses
-        hparams_start(tb, hparams(cfg), swept_keys() or [])
+    if trainer.is_global_zero:
+        for logger in trainer.loggers:  # each logger's own record of them (the hparams.yaml of TensorBoard's and CSV's)
+            logger.log_hyperparams(hparams(cfg))
+        if tb is not None:  # the HParams row, which fills in as the run logs its losses
+            hparams_start(tb, hparams(cfg), swept_keys() or [])
     result: dict[str, Any] = {"status": "ok", "error": None, "pid": os.getpid(), "started_at": time.time()}
     start = time.perf_counter()
     try:
