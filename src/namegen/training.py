@@ -204,10 +204,11 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataMo
 
     tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
     if trainer.is_global_zero:
+        choices = hparams(cfg)
         for logger in trainer.loggers:  # each logger's own record of them (the hparams.yaml of TensorBoard's and CSV's)
-            logger.log_hyperparams(hparams(cfg))
+            logger.log_hyperparams(choices)
         if tb is not None:  # the HParams row, which fills in as the run logs its losses
-            hparams_start(tb, hparams(cfg), swept_keys() or [])
+            hparams_start(tb, choices, swept_keys() or [])
     result: dict[str, Any] = {"status": "ok", "error": None, "pid": os.getpid(), "started_at": time.time()}
     start = time.perf_counter()
     try:
