@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from conftest import FAST, namegen, read_events, run_train
 from namegen.sweep import COLUMNS
@@ -75,11 +76,15 @@ def test_hparams_are_in_the_event_files(tiny_sweep):
     events = read_events(sweep / "init=naive,norm=none")
     content = events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
     info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    # the table's hyperparameters are the swept keys: the constant ones would push the losses out of sight
+    assert dict(info.hparams) == {"init": info.hparams["init"], "norm": info.hparams["norm"]}
     assert info.hparams["init"].string_value == "naive" and info.hparams["norm"].string_value == "none"
-    assert info.hparams["model.depth"].string_value == "5" and info.hparams["data"].string_value == "names.txt"
     experiment = plugin_data_pb2.HParamsPluginData.FromString(
         events.SummaryMetadata("_hparams_/experiment").plugin_data.content).experiment
-    assert {h.name for h in experiment.hparam_infos if h.differs} == {"init", "norm"}  # the swept keys
+    assert [(h.name, h.differs) for h in experiment.hparam_infos] == [("init", True), ("norm", True)]
+    # every choice is in the run's hparams.yaml
+    record = yaml.safe_load((sweep / "init=naive,norm=none" / "hparams.yaml").read_text())
+    assert record["model.depth"] == "5" and record["data"] == "names.txt" and record["init"] == "naive"
     scalars = events.Tags()["scalars"]
     assert "hp_metric" not in scalars and not [t for t in scalars if t.startswith("hparams/")]
     # the columns are the run's own losses, init loss next to log V
@@ -147,13 +152,17 @@ def test_a_real_tensorboard_server_serves_the_sweep(tiny_sweep):
         scalars, hists, images = (get(f"/data/plugin/{p}/tags") for p in ("scalars", "histograms", "images"))
         for run in RUNS:
             assert {"train/loss", "val/loss", "init/loss", "act/00.model.hidden.0.act/saturation"} <= set(scalars[run])
+            assert "epoch" not in scalars[run] and not [t for t in scalars[run] if t.startswith("hparams/")]
             assert "act/00.model.hidden.0.act" in hists[run]
-            assert "figures/activations" in images[run]
+            assert {"at_step_0/activations", "figures/activations"} <= set(images[run])
+        layout = get("/data/plugin/custom_scalars/layout")  # the four runs' layouts, merged by the server
+        assert layout["category"][0]["title"] == "1. the lesson"
+        charts = [c["title"] for category in layout["category"] for c in category["chart"]]
+        assert not [t for t in charts if "attention" in t]  # the MLP has none
+        assert [t for t in charts if "norm's input" in t]  # the batchnorm runs have one
         experiment = get("/data/plugin/hparams/experiment", {"experimentName": ""})
-        names = [h["name"] for h in experiment["hparamInfos"]]
-        assert {"init", "norm", "lr", "model.depth", "data"} <= set(names)
-        # the swept keys are marked as differing: TensorBoard lists them first and shows them
-        assert names[:2] == ["init", "norm"] and [h.get("differs") for h in experiment["hparamInfos"][:3]] == [True, True, False]
+        # the swept keys, marked as differing, and nothing constant: TensorBoard shows five columns, whatever they hold
+        assert [(h["name"], h.get("differs")) for h in experiment["hparamInfos"]] == [("init", True), ("norm", True)]
         assert [m["name"]["tag"] for m in experiment["metricInfos"]][:2] == ["init/loss", "init/uniform_loss"]
         # the table's values: each metric's last value, read by the server from the runs' own tags
         groups = get("/data/plugin/hparams/session_groups", {"experimentName": "", "allowedStatuses": [

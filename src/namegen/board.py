@@ -87,12 +87,14 @@ METRICS = {
 }
 
 
-def hparams_start(tb: Any, values: Mapping[str, Any], differ: Iterable[str]) -> None:
-    """The run's row of TensorBoard's HParams table: its choices (`values`; `differ`: the keys a sweep varies,
-    which TensorBoard lists first and shows) and the `METRICS` columns."""
+def hparams_start(tb: Any, values: Mapping[str, Any], swept: Iterable[str]) -> None:
+    """The run's row of TensorBoard's HParams table: in a sweep the keys it varies (`swept`), else every choice
+    in `values`; then the `METRICS` columns. TensorBoard's table shows five hyperparameters, whatever their
+    values: constant ones would push the losses out of sight (the whole record is the run's hparams.yaml)."""
     from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
-    differ = set(differ)
+    differ = set(swept)
+    values = {k: v for k, v in values.items() if k in differ} or values
     infos = [api_pb2.HParamInfo(name=name, type=value_type(value), differs=name in differ)
              for name, value in values.items()]
     metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=shown) for tag, shown in METRICS.items()]

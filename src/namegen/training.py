@@ -78,8 +78,8 @@ GROUP_VALUE = {"init": "init.scheme", "norm": "model.norm", "model": "model.arch
 
 
 def hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The run's choices for TensorBoard's HParams table: the sweep's swept keys first (so they are the columns
-    it shows), integers as text (the table would print 32 as 32.000)."""
+    """The run's choices, for its loggers' records (hparams.yaml) and TensorBoard's HParams table: the sweep's
+    swept keys first, integers as text (the table would print 32 as 32.000)."""
     model = {f"model.{k}": v for k, v in container(cfg.model).items() if k not in ("norm", "arch", "context")}
     values = {
         "init": cfg.init.scheme,
