@@ -129,6 +129,9 @@ def test_scalars_of_a_foreign_module_match_a_hand_written_pass_in_every_logger(t
     for j, name in enumerate(["net.0.weight", "net.3.weight", "net.5.weight"]):  # every parameter of 2+ dimensions
         expected[f"grad_data_ratio/{j:02d}.{name}"] = p[name].grad.std() / before[name].std()
         expected[f"update_ratio/{j:02d}.{name}"] = torch.log10((lr * p[name].grad).std() / before[name].std())
+    # the run as one line: the median of the three, and the guide, -3 (a constant learning rate: no schedule to follow)
+    expected["update_ratio/median"] = torch.stack([v for k, v in expected.items() if k.startswith("update_ratio/")]).median()
+    expected["update_ratio/guide"] = torch.tensor(-3.0)
     assert 0 < expected["act/01.net.4/saturation"] < 1 and expected["act/00.net.2/dead"] >= 1 / 6  # not vacuous
     diagnostic = {t for t in acc.Tags()["scalars"] if t.split("/")[0] in ("act", "norm", "grad", "grad_data_ratio",
                                                                            "update_ratio")}
