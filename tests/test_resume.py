@@ -73,7 +73,7 @@ def test_same_config_and_seed_give_bit_identical_losses(tmp_path):
         events = read_events(tmp_path / name)
         losses.append({tag: [(e.step, e.value) for e in events.Scalars(tag)]
                        for tag in ("train/loss", "val/loss", "test/loss", "init/loss")})
-    assert len(losses[0]["train/loss"]) == 30
+    assert len(losses[0]["train/loss"]) == 31  # step 0, then every 10 steps
     assert losses[0] == losses[1]
     other = make_cfg(tmp_path / "c", "callbacks=minimal", "seed=7", "trainer.max_steps=300",
                      "trainer.val_check_interval=100", "trainer.log_every_n_steps=10")
