@@ -7,9 +7,10 @@ import statistics
 from typing import Iterable
 
 import lightning as L
-import torch
 
-from callbacks.base import StepDiagnostic, update_ratio, weight_matrices
+from callbacks.diagnostics import Diagnostics
+from callbacks.probe import Probe, Step
+from callbacks.schedule import Due
 from callbacks.tags import HEALTHY_UPDATE_RATIO, UPDATE_RATIO, UPDATE_RATIO_GUIDE, UPDATE_RATIO_MEDIAN, tag
 
 
@@ -29,9 +30,9 @@ def one_line(ratios: Iterable[float], guide: float | None) -> dict[str, float]:
     return line | ({UPDATE_RATIO_GUIDE: guide} if guide is not None else {})
 
 
-class UpdateRatio(StepDiagnostic):
-    """Writes `update_ratio/j.name` = log10(std(update) / std(weight)) for every parameter of 2 or more
-    dimensions of any LightningModule (j: parameter order).
+class UpdateRatios(Probe):
+    """`update_ratio/j.name` = log10(std(update) / std(weight)) for every parameter of 2 or more dimensions
+    (j: parameter order), on the scalar steps.
 
     The update is the parameter's actual change across the optimizer step (snapshot in
     `on_before_optimizer_step`, difference at the batch's end), so it is right for any
@@ -39,6 +40,25 @@ class UpdateRatio(StepDiagnostic):
     Around -3 is healthy (makemore part 3); far above, the learning rate is too high, far below, too low.
     The run as one line: `update_ratio/median` over the matrices, next to `update_ratio/guide`, -3 at the
     starting learning rate, moved with the schedule (one lower for a tenth of the learning rate).
+    """
+
+    key = UPDATE_RATIO
+    guide: float | None = None  # this step's, read before the update: the scheduler steps before the batch ends
+
+    def wants_snapshot(self, due: Due) -> bool:
+        return due.scalars
+
+    def before_update(self, step: Step) -> None:
+        self.guide = schedule_guide(step.trainer)
+
+    def after_update(self, step: Step) -> None:
+        ratios = step.update_ratios()
+        per_matrix = {tag(UPDATE_RATIO, j, name): ratios[name] for j, name, _ in step.matrices if name in ratios}
+        step.scalars.update({**per_matrix, **one_line(per_matrix.values(), self.guide)})
+
+
+class UpdateRatio(Diagnostics):
+    """`Diagnostics` with the `UpdateRatios` probe alone.
 
     Example::
 
@@ -49,18 +69,4 @@ class UpdateRatio(StepDiagnostic):
     """
 
     def __init__(self, every_n_steps: int = 500) -> None:
-        super().__init__(every_n_steps)
-        self.before: dict[str, torch.Tensor] = {}
-        self.guide: float | None = None
-
-    def before_update(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.before = {name: p.detach().clone() for _, name, p in weight_matrices(pl_module)}
-        self.guide = schedule_guide(trainer)
-
-    def end_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        ratios = {tag(UPDATE_RATIO, j, name): update_ratio(p.detach(), self.before[name])
-                  for j, name, p in weight_matrices(pl_module) if name in self.before}
-        self.log_scalars(trainer, {**ratios, **one_line(ratios.values(), self.guide)})
-
-    def release(self) -> None:
-        self.before, self.guide = {}, None
+        super().__init__(every_n_steps, None, None, [UpdateRatios()])

@@ -9,9 +9,8 @@ from namegen.cli import main
 from namegen.training import train
 
 SHORT = ["trainer.max_steps=300", "trainer.val_check_interval=300", "trainer.num_sanity_val_steps=0",
-         "callbacks.activations.every_n_steps=50", "callbacks.gradients.every_n_steps=50",
-         "callbacks.update_ratio.every_n_steps=50",
-         "trainer.log_every_n_steps=50", "~callbacks.figures"]
+         "callbacks.diagnostics.every_n_steps=50", "trainer.log_every_n_steps=50",
+         "~callbacks.diagnostics.probes.figures", "callbacks.diagnostics.figures_every_n_steps=null"]
 
 
 def health(run_dir, *overrides):
