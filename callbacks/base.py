@@ -219,6 +219,7 @@ class StepDiagnostic(L.Callback):
         self.every_n_steps = every_n_steps
         self.histogram_every_n_steps = histogram_every_n_steps
         self.step: int | None = None  # the step being watched
+        self.fit_trainer: L.Trainer | None = None
         self.updated = False
         self.warned: set[str] = set()
 
@@ -237,6 +238,14 @@ class StepDiagnostic(L.Callback):
         """Drop every hook and tensor of the step; also called on teardown and on an exception."""
 
     # -- scheduling ------------------------------------------------------------------
+
+    def records_at(self, step: int) -> bool:
+        """True on the steps this diagnostic hooks the model: a module that compiles its training steps runs those
+        eagerly (a compiled step would run without the hooks)."""
+        return self.fit_trainer is not None and self.due(self.fit_trainer, step)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.fit_trainer = trainer if trainer.is_global_zero and trainer.loggers else None  # where it records
 
     def due(self, trainer: L.Trainer, step: int) -> bool:
         return step % self.every_n_steps == 0 or step == trainer.max_steps - 1

@@ -46,6 +46,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"optim.optimizer.lr={lr!r} must be a finite number > 0; makemore uses optim.optimizer.lr=0.1")
     for key in ("trainer.max_steps", "trainer.val_check_interval", "trainer.log_every_n_steps"):
         check_positive_int(key, OmegaConf.select(cfg, key))
+    if not (cfg.compile == "auto" or isinstance(cfg.compile, bool)):
+        raise ConfigError(f"compile={cfg.compile!r}: choose auto (compile long runs), true or false")
     seed = cfg.seed
     if not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED):
         raise ConfigError(f"seed={seed!r} must be an integer in 0 .. 2**32 - 1")

@@ -7,8 +7,9 @@ Lightning documents it (`trainer.global_step` counts optimizer steps).
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
@@ -20,6 +21,22 @@ from namegen.checkpoint import CHECKPOINT_KEY, CHECKPOINT_VERSION
 from namegen.errors import ConfigError
 from namegen.nets import build_model
 from namegen.stats import buffers_kept, format_layer_stats, layer_stats
+
+log = logging.getLogger(__name__)
+
+# compile=auto compiles a run of at least this many steps. Measured (python -m namegen.bench throughput and
+# compile): the first compile costs COLD_START seconds, a compiled step saves about a fifth of an eager one,
+# so compiling pays back after some tens of thousands of steps on this machine; the default 20k-step run
+# stays eager (its sweep must not get slower), makemore's 200k steps compile.
+COMPILE_MIN_STEPS = 100_000
+COMPILE_CHOICES = ("auto", True, False)
+
+
+def compile_wanted(setting: str | bool, max_steps: int) -> bool:
+    """What `compile` (auto, true or false) means for a run of `max_steps` optimizer steps."""
+    if setting == "auto":
+        return max_steps >= COMPILE_MIN_STEPS
+    return setting
 
 def multiline(*regexes: str) -> list:
     return ["Multiline", list(regexes)]
@@ -88,6 +105,9 @@ class NameGen(L.LightningModule):
         scheduler: a Hydra node for a torch LR scheduler stepped every optimizer step, or None.
         init: `scheme` (naive, kaiming, pytorch), `gain`, `output_scale`.
         diverge_factor: a loss above this many times the initial loss counts as diverged, like a non-finite one.
+        compile: train through a `torch.compile`d copy of the model's forward (not a hyperparameter: it changes
+            the speed, and the float rounding of fused kernels, not the model). Steps that a callback records
+            (its `records_at(step)` is True), validation and testing run the eager model, with its hooks.
 
     Logged to every attached logger, against the optimizer step: `train/loss` (Lightning's
     `log_every_n_steps`), `val/loss` at each validation, `test/loss`, and at step 0, before
@@ -103,14 +123,24 @@ class NameGen(L.LightningModule):
         scheduler: dict[str, Any] | None = None,
         init: dict[str, Any] | None = None,
         diverge_factor: float = 100.0,
+        compile: bool = False,
     ):
         super().__init__()
         if not diverge_factor > 1:
             raise ConfigError(f"diverge_factor={diverge_factor!r} must be > 1 (a multiple of the initial loss)")
-        self.save_hyperparameters(logger=False)  # namegen writes its own HParams table at the end of a run
+        if not isinstance(compile, bool):
+            raise ConfigError(f"compile={compile!r} must be true or false (compile_wanted resolves auto)")
+        # namegen writes its own HParams table at the end of a run; compile is how, not what, it trains
+        self.save_hyperparameters(ignore=["compile"], logger=False)
         self.vocab = list(vocab)
         self.model = build_model(model, {"scheme": "kaiming"} if init is None else init)
         self.init_loss: float | None = None
+        # The compiled forward of the same model (same parameters): a function, not a module, so it is not
+        # registered as a submodule and no `_orig_mod.` key reaches a state dict. torch.compile is lazy: the
+        # first call compiles (and may fail, see compiled_step).
+        self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = torch.compile(self.model.forward) if compile else None
+        self.compile_checked = False  # the first compiled call succeeded
+        self.recorders: list[Any] = []  # the callbacks that say which steps they record (records_at)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
@@ -119,7 +149,7 @@ class NameGen(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = loss_fn(self.model(x), y)
+        loss = loss_fn(self.step_model(x), y)
         self.check_diverged(loss, x)
         # self.log costs about as much as this net's whole step, and Lightning writes the value only on
         # its logging steps ((step + 1) % log_every_n_steps == 0): call it on those alone
@@ -127,6 +157,25 @@ class NameGen(L.LightningModule):
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0 or last:
             self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def step_model(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's logits for a training step: eager on every step a callback records (Dynamo would run a
+        compiled step without the hooks the callback added for it: skip_nnmodule_hook_guards), compiled otherwise."""
+        if self.compiled is None or any(cb.records_at(self.global_step) for cb in self.recorders):
+            return self.model(x)
+        if self.compile_checked:
+            return self.compiled(x)
+        try:
+            logits = self.compiled(x)  # compiles the graph, then runs it: nothing has run if compiling fails
+        except Exception as e:  # no C++ compiler, an op Inductor cannot lower, ...: any of torch's many errors
+            reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            if self.trainer.is_global_zero:
+                log.warning("compile: torch.compile failed (%s: %s); training on without compiling (compile=false "
+                            "skips the attempt)", type(e).__name__, reason[:200])
+            self.compiled = None
+            return self.model(x)
+        self.compile_checked = True
+        return logits
 
     def check_diverged(self, loss: torch.Tensor, x: torch.Tensor) -> None:
         """Raise `DivergedError` at the step the loss stops being finite or explodes, before its update."""
@@ -150,6 +199,9 @@ class NameGen(L.LightningModule):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self.log("test/loss", loss_fn(self.model(batch[0]), batch[1]), batch_size=len(batch[1]))
+
+    def on_fit_start(self) -> None:
+        self.recorders = [cb for cb in self.trainer.callbacks if callable(getattr(cb, "records_at", None))]
 
     def on_train_start(self) -> None:
         if self.trainer.is_global_zero and self.global_step == 0:

@@ -28,7 +28,7 @@ from namegen.errors import ConfigError, UserError
 from namegen.diagnosis import Thresholds, diagnose, write_diagnosis
 from namegen.events import mean_saturation, read_scalars
 from namegen.results import EVENT_GLOB, RECORD, RESULT_FILE, write_atomic, write_result
-from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION, DivergedError, NameGen
+from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION, DivergedError, NameGen, compile_wanted
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, NameGen, L.Trainer]:
     datamodule = build_node(cfg.data, "data").prepare()
     model = {**container(cfg.model), "vocab_size": len(datamodule.vocab), "block_size": datamodule.block_size}
     module = NameGen(model, datamodule.vocab.to_list(), optimizer=container(cfg.optim.optimizer),
-                     scheduler=container(cfg.optim.get("scheduler")), init=container(cfg.init))
+                     scheduler=container(cfg.optim.get("scheduler")), init=container(cfg.init),
+                     compile=compile_wanted(cfg.compile, cfg.trainer.max_steps))
     callbacks = [build_node(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
     loggers = cfg.get("logger")  # name -> logger (conf/logger/*.yaml), so logger=[tensorboard,csv] composes both
     logger = [build_node(c, f"logger.{name}") for name, c in (loggers or {}).items() if c is not None] or False
