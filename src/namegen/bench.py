@@ -69,7 +69,8 @@ WARMUP = 200  # steps before the clock starts: allocator and caches warm up
 
 
 class StepTimer(L.Callback):
-    """Times the training steps only: from the start of step WARMUP to the end of the last step."""
+    """Times the training steps only: from the start of step WARMUP to the start of the last step. The last step
+    is left out: its end is where callbacks do their end-of-run work (the last step's figures, histograms)."""
 
     def __init__(self):
         self.start = self.end = None
@@ -78,10 +79,9 @@ class StepTimer(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == WARMUP:
             self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.end = time.perf_counter()
-        self.steps = trainer.global_step
+        elif trainer.global_step == trainer.max_steps - 1:
+            self.end = time.perf_counter()
+            self.steps = trainer.global_step
 
     def steps_per_sec(self) -> float:
         return (self.steps - WARMUP) / (self.end - self.start)
@@ -161,31 +161,98 @@ def bench_throughput(args: argparse.Namespace) -> None:
         "plain loop, namegen's optimizer": lambda: plain_loop(dm, args.steps, args.norm, 42,
                                                               optimizer=namegen_optimizer)[0],
         "bare Lightning Trainer": lambda: bare_lightning(dm, args.steps, args.norm, 42),
-        "namegen, diagnostics off": lambda: namegen_run([*common, "callbacks=minimal"], out / "minimal", args.steps),
-        "namegen, diagnostics on": lambda: namegen_run([*common, "callbacks=default"], out / "default", args.steps),
+        "namegen, diagnostics off": lambda: namegen_run([*common, "callbacks=minimal", "compile=false"],
+                                                        out / "minimal", args.steps),
+        "namegen, diagnostics off, compiled": lambda: namegen_run([*common, "callbacks=minimal", "compile=true"],
+                                                                  out / "minimal_compiled", args.steps),
+        "namegen, diagnostics on": lambda: namegen_run([*common, "callbacks=default", "compile=false"],
+                                                       out / "default", args.steps),
+        "namegen, diagnostics on, compiled": lambda: namegen_run([*common, "callbacks=default", "compile=true"],
+                                                                 out / "default_compiled", args.steps),
     }, args.rounds, baseline="plain PyTorch loop")
-    off, on = table["namegen, diagnostics off"], table["namegen, diagnostics on"]
     print("\n| contender | steps/s (median) | ratio to plain loop (median) |\n|---|---|---|")
     for name, row in table.items():
         print(f"| {name} | {row['steps_per_sec']:.0f} | {row['ratio']:.2f}x |")
-    print(f"\ndiagnostics on / off: {on['ratio'] / off['ratio']:.2f}x")
+    print()
+    for a, b in (("namegen, diagnostics off", "bare Lightning Trainer"),
+                 ("namegen, diagnostics on", "namegen, diagnostics off"),
+                 ("namegen, diagnostics on, compiled", "namegen, diagnostics off, compiled"),
+                 ("namegen, diagnostics off, compiled", "namegen, diagnostics off")):
+        print(f"{a} / {b}: {table[a]['ratio'] / table[b]['ratio']:.2f}x")
     print("\nplain PyTorch loop: makemore's, torch's default SGD. plain loop, namegen's optimizer: the same loop with"
           f" namegen's configured optimizer ({namegen_optimizer.func.__name__}, {namegen_optimizer.keywords}).\n"
           "bare Lightning Trainer: the model in a LightningModule with nothing else, no logger, no callbacks.\n"
-          "namegen: the real training path (build() from the config), checkpointing, LR monitor and progress bar on.")
+          "namegen: the real training path (build() from the config), checkpointing, LR monitor and progress bar on;\n"
+          "compiled: compile=true, what compile=auto picks for a long run (the compile itself falls in the warm-up;"
+          " python -m namegen.bench compile measures it).")
+
+
+FIRST_COMPILED_STEP = """
+import sys, time, torch, torch.nn.functional as F
+from namegen.model import MLP, MLPConfig, initialize
+torch.set_num_threads(1)
+model = torch.compile(initialize(MLP(MLPConfig(norm=sys.argv[1])), "kaiming").forward)
+x, y = torch.randint(0, 27, (32, 3)), torch.randint(0, 27, (32,))
+start = time.perf_counter()
+F.cross_entropy(model(x), y).backward()  # compiles the forward graph, then the backward
+print(time.perf_counter() - start)
+"""
+
+
+def first_compiled_step(norm: str, cache: Path) -> float:
+    """Seconds of the first compiled training step (forward and backward) of a fresh process, kernel cache in `cache`."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
+    out = subprocess.run([sys.executable, "-c", FIRST_COMPILED_STEP, norm], env=env, check=True, capture_output=True,
+                         text=True).stdout
+    return float(out.split()[-1])
 
 
 def bench_compile(args: argparse.Namespace) -> None:
-    """Does torch.compile pay on this CPU? The plain loop eager against compiled, interleaved."""
+    """What torch.compile costs and saves here, and so where compile=auto's cutoff lies.
+
+    The cold start is the first compiled step of a fresh process: with an empty kernel cache (a machine's first
+    compiled run) and with the cache that run left behind (every later run with the same net, sweep jobs
+    included). The saving per step is eager against compiled, plain loop and namegen, interleaved.
+    """
+    import tempfile
+
+    from namegen.module import COMPILE_MIN_STEPS
+
+    default_steps = compose_cfg([]).trainer.max_steps
+    with tempfile.TemporaryDirectory() as cache:
+        cold = first_compiled_step(args.norm, Path(cache))
+        warm = first_compiled_step(args.norm, Path(cache))
+    print(f"## torch.compile, norm={args.norm}: first compiled step {cold:.1f} s with an empty kernel cache, "
+          f"{warm:.1f} s with a warm one", flush=True)
     dm = CharDataModule(source="file" if args.data else "names_first", path=args.data).prepare()
-    start = time.perf_counter()
-    plain_loop(dm, WARMUP + 1, args.norm, 42, compiled=True)
-    print(f"## torch.compile: first compile and warm-up took {time.perf_counter() - start:.0f} s")
+    data = ["data=file", f"data.path={Path(args.data).resolve()}"] if args.data else []
+    common = [*data, f"norm={args.norm}", "init=kaiming", "callbacks=minimal"]
+    out = Path(args.out)
     table = compare({
-        "eager": lambda: plain_loop(dm, args.steps, args.norm, 42)[0],
-        "torch.compile": lambda: plain_loop(dm, args.steps, args.norm, 42, compiled=True)[0],
-    }, args.rounds, baseline="eager")
-    print(f"\ncompiled / eager steps/s: {table['torch.compile']['ratio']:.2f}x")
+        "plain loop, eager": lambda: plain_loop(dm, args.steps, args.norm, 42)[0],
+        "plain loop, compiled": lambda: plain_loop(dm, args.steps, args.norm, 42, compiled=True)[0],
+        "namegen, eager": lambda: namegen_run([*common, "compile=false"], out / "eager", args.steps),
+        "namegen, compiled": lambda: namegen_run([*common, "compile=true"], out / "compiled", args.steps),
+    }, args.rounds, baseline="plain loop, eager")
+    print("\n| contender | steps/s (median) | ratio to the eager plain loop (median) |\n|---|---|---|")
+    for name, row in table.items():
+        print(f"| {name} | {row['steps_per_sec']:.0f} | {row['ratio']:.2f}x |")
+    eager, compiled = table["namegen, eager"]["steps_per_sec"], table["namegen, compiled"]["steps_per_sec"]
+    saved = 1 / eager - 1 / compiled  # seconds per step
+    print(f"\nnamegen compiled / eager: {table['namegen, compiled']['ratio'] / table['namegen, eager']['ratio']:.2f}x;"
+          f" {saved * 1e6:.0f} us saved per step")
+    if saved > 0:
+        print(f"break-even run length: {cold / saved:,.0f} steps (empty cache), {warm / saved:,.0f} steps (warm cache);"
+              f" compile=auto compiles from {COMPILE_MIN_STEPS:,} steps")
+    job = default_steps / eager
+    print(f"a default run ({default_steps:,} steps, {job:.0f} s of training steps here) compiled would spend "
+          f"{cold / (cold + default_steps / compiled):.0%} (empty cache) or {warm / (warm + default_steps / compiled):.0%}"
+          f" (warm) of its training time compiling, and end {cold + default_steps / compiled - job:+.0f} s / "
+          f"{warm + default_steps / compiled - job:+.0f} s later: compile=auto leaves it eager")
 
 
 def bench_quality(args: argparse.Namespace) -> None:

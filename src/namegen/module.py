@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # so compiling pays back after some tens of thousands of steps on this machine; the default 20k-step run
 # stays eager (its sweep must not get slower), makemore's 200k steps compile.
 COMPILE_MIN_STEPS = 100_000
-COMPILE_CHOICES = ("auto", True, False)
+PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})  # values nn.Module never registers
 
 
 def compile_wanted(setting: str | bool, max_steps: int) -> bool:
@@ -141,6 +141,16 @@ class NameGen(L.LightningModule):
         self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = torch.compile(self.model.forward) if compile else None
         self.compile_checked = False  # the first compiled call succeeded
         self.recorders: list[Any] = []  # the callbacks that say which steps they record (records_at)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning records the running hook's name on the module about 44 times a step, and nn.Module.__setattr__
+        # first checks every value against parameters, buffers and submodules (~10% of this net's step). A plain
+        # value replacing a plain attribute is none of those (register_parameter, register_buffer and add_module
+        # refuse a name already in __dict__): nn.Module would store it as object.__setattr__ does.
+        if type(value) in PLAIN_TYPES and name in self.__dict__:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
