@@ -3,7 +3,8 @@
     python -m namegen.bench throughput --data ../shared/data/names.txt   # steps/s: plain loop vs namegen
     python -m namegen.bench quality --data ../shared/data/names.txt      # wall time to val loss <= 2.10
     python -m namegen.bench sweep                                        # the default 2x2 sweep's wall time
-    python -m namegen.bench compile                                      # torch.compile against eager
+    python -m namegen.bench costs                                        # namegen's parts, per step, over a bare Trainer
+    python -m namegen.bench compile                                      # torch.compile: cold start, gain, break-even
     python -m namegen.bench commands                                     # how long a user waits for a command
 
 throughput: each round runs every contender once, in turn, in this one process (so
@@ -187,6 +188,41 @@ def bench_throughput(args: argparse.Namespace) -> None:
           " python -m namegen.bench compile measures it).")
 
 
+def bench_costs(args: argparse.Namespace) -> None:
+    """What each part of namegen's eager path costs per step over a bare Trainer: namegen with everything
+    (callbacks=minimal: checkpointing, LR monitor, progress bar, TensorBoard), then without one part at a time,
+    then the module alone (no callbacks, no logger); interleaved, median; each part's cost is the difference
+    of the steps' durations."""
+    dm = CharDataModule(source="file" if args.data else "names_first", path=args.data).prepare()
+    data = ["data=file", f"data.path={Path(args.data).resolve()}"] if args.data else []
+    common = [*data, f"norm={args.norm}", "init=kaiming", "callbacks=minimal", "compile=false"]
+    out = Path(args.out)
+    without = {"progress bar": ["~callbacks.progress", "+trainer.enable_progress_bar=false"],
+               "LR monitor": ["~callbacks.lr_monitor"], "checkpointing": ["~callbacks.checkpoint",
+                                                                         "+trainer.enable_checkpointing=false"]}
+    alone = ["~callbacks", "~logger", "+trainer.enable_progress_bar=false", "+trainer.enable_checkpointing=false"]
+    contenders = {"bare Lightning Trainer": lambda: bare_lightning(dm, args.steps, args.norm, 42),
+                  "namegen (callbacks=minimal)": lambda: namegen_run(common, out / "all", args.steps)}
+    for part, overrides in without.items():
+        contenders[f"namegen without the {part}"] = lambda o=overrides, d=part: namegen_run(
+            [*common, *o], out / d.replace(" ", "_"), args.steps)
+    contenders["namegen module alone (no callbacks, no logger)"] = lambda: namegen_run([*common, *alone], out / "alone",
+                                                                                        args.steps)
+    table = compare(contenders, args.rounds, baseline="bare Lightning Trainer")
+    step = {name: 1e6 / row["steps_per_sec"] for name, row in table.items()}  # us per step
+    print("\n| contender | steps/s (median) | ratio to the bare Trainer | us per step over the bare Trainer |"
+          "\n|---|---|---|---|")
+    bare = step["bare Lightning Trainer"]
+    for name, row in table.items():
+        print(f"| {name} | {row['steps_per_sec']:.0f} | {row['ratio']:.2f}x | {step[name] - bare:+.0f} |")
+    full = step["namegen (callbacks=minimal)"]
+    print("\ncost per step of each part (namegen with it minus namegen without it):")
+    for part in without:
+        print(f"  {part}: {full - step[f'namegen without the {part}']:+.0f} us")
+    print(f"  the module, its optimizer, scheduler and data path over the bare Trainer's: "
+          f"{step['namegen module alone (no callbacks, no logger)'] - bare:+.0f} us")
+
+
 FIRST_COMPILED_STEP = """
 import sys, time, torch, torch.nn.functional as F
 from namegen.model import MLP, MLPConfig, initialize
@@ -331,7 +367,7 @@ def bench_commands(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["throughput", "quality", "sweep", "compile", "commands"], nargs="?",
+    p.add_argument("what", choices=["throughput", "costs", "quality", "sweep", "compile", "commands"], nargs="?",
                    default="throughput")
     p.add_argument("--data", help="a word file (default: the built-in names_first)")
     p.add_argument("--steps", type=int, default=5000, help="throughput: training steps per run (default 5000)")
@@ -342,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.steps <= WARMUP:
         p.error(f"--steps must exceed the {WARMUP} warm-up steps")
     torch.set_num_threads(1)
-    {"throughput": bench_throughput, "quality": bench_quality, "sweep": bench_sweep, "compile": bench_compile,
+    {"throughput": bench_throughput, "costs": bench_costs, "quality": bench_quality, "sweep": bench_sweep, "compile": bench_compile,
      "commands": bench_commands}[
         args.what
     ](args)
