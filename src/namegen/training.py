@@ -63,9 +63,12 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, NameGen, L.Trainer]:
     """The datamodule, the LightningModule and the Trainer a config describes."""
     datamodule = build_node(cfg.data, "data").prepare()
     model = {**container(cfg.model), "vocab_size": len(datamodule.vocab), "block_size": datamodule.block_size}
+    compiled = compile_wanted(cfg.compile, cfg.trainer.max_steps)
+    if compiled:  # the first steps wait for it: say why
+        log.info("compile=%s: the training steps run torch.compile'd; compiling takes a while at the first step",
+                 cfg.compile)
     module = NameGen(model, datamodule.vocab.to_list(), optimizer=container(cfg.optim.optimizer),
-                     scheduler=container(cfg.optim.get("scheduler")), init=container(cfg.init),
-                     compile=compile_wanted(cfg.compile, cfg.trainer.max_steps))
+                     scheduler=container(cfg.optim.get("scheduler")), init=container(cfg.init), compile=compiled)
     callbacks = [build_node(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
     loggers = cfg.get("logger")  # name -> logger (conf/logger/*.yaml), so logger=[tensorboard,csv] composes both
     logger = [build_node(c, f"logger.{name}") for name, c in (loggers or {}).items() if c is not None] or False
