@@ -66,7 +66,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, NameGen, L.Trainer]:
     compiled = compile_wanted(cfg.compile, cfg.trainer.max_steps)
     if compiled:  # the first steps wait for it: say why
         log.info("compile=%s: the training steps run torch.compile'd; compiling takes a while at the first step",
-                 cfg.compile)
+                 "auto" if cfg.compile == "auto" else "true")
     module = NameGen(model, datamodule.vocab.to_list(), optimizer=container(cfg.optim.optimizer),
                      scheduler=container(cfg.optim.get("scheduler")), init=container(cfg.init), compile=compiled)
     callbacks = [build_node(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
