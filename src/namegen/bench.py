@@ -375,8 +375,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--norm", default="batchnorm", help="throughput: none, batchnorm or layernorm (default batchnorm)")
     p.add_argument("--out", default="outputs/bench", help="scratch folder for the namegen runs")
     args = p.parse_args(argv)
-    if args.steps <= WARMUP:
-        p.error(f"--steps must exceed the {WARMUP} warm-up steps")
+    if args.steps < WARMUP + 2:  # the clock runs from step WARMUP to the start of the last step
+        p.error(f"--steps must be at least {WARMUP + 2}: {WARMUP} warm-up steps, one timed, and the last")
     torch.set_num_threads(1)
     {"throughput": bench_throughput, "costs": bench_costs, "quality": bench_quality, "sweep": bench_sweep, "compile": bench_compile,
      "commands": bench_commands}[
