@@ -19,7 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from namegen.resolvers import SWEPT_KEYS_ENV
+from namegen.resolvers import SWEPT_KEYS_ENV, announce_sweep
 from namegen.results import is_run, read_result, run_folders
 
 # (column, result.json key, format); the summary's columns in order
@@ -87,7 +87,7 @@ class SweepCallback(Callback):
                   "to continue in hydra.sweep.dir", file=sys.stderr)
             sys.exit(2)
         overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
-        os.environ[SWEPT_KEYS_ENV] = ",".join(o.key_or_group for o in overrides if o.is_sweep_override())
+        announce_sweep(sweep_dir, [o.key_or_group for o in overrides if o.is_sweep_override()])
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ.pop(SWEPT_KEYS_ENV, None)
