@@ -24,10 +24,11 @@ from namegen.stats import buffers_kept, format_layer_stats, layer_stats
 
 log = logging.getLogger(__name__)
 
-# compile=auto compiles a run of at least this many steps. Measured (python -m namegen.bench throughput and
-# compile): the first compile costs COLD_START seconds, a compiled step saves about a fifth of an eager one,
-# so compiling pays back after some tens of thousands of steps on this machine; the default 20k-step run
-# stays eager (its sweep must not get slower), makemore's 200k steps compile.
+# compile=auto compiles a run of at least this many steps. Measured (python -m namegen.bench compile, README
+# Throughput): a compiled step of the MLP saves ~6% of namegen's step (Lightning's per-step machinery is not
+# compiled); the first compiled step costs 3,000-20,000 eager steps' time (a warm or an empty kernel cache).
+# Break-even: ~55k-130k steps with a warm cache, ~360k-430k with an empty one. The default 20k-step run stays
+# eager (its sweep must not get slower); makemore's 200k compile, which pays once the cache is warm.
 COMPILE_MIN_STEPS = 100_000
 PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})  # values nn.Module never registers
 
