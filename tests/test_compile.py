@@ -85,9 +85,7 @@ def test_compiled_runs_record_on_eager_steps_what_an_eager_run_records(tmp_path)
 def test_no_orig_mod_in_checkpoints_tags_csv_columns_or_names(tmp_path):
     run_dir = tmp_path / "run"
     train(make_cfg(run_dir, "compile=true", "callbacks=default", "logger=[tensorboard,csv]", "trainer.max_steps=20",
-                   "trainer.val_check_interval=10", *TINY, "callbacks.activations.every_n_steps=5",
-                   "callbacks.gradients.every_n_steps=5", "callbacks.update_ratio.every_n_steps=5",
-                   "callbacks.figures.update_every_n_steps=5"))
+                   "trainer.val_check_interval=10", *TINY, "callbacks.diagnostics.every_n_steps=5"))
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     eager_keys = set(make_module().state_dict())
     assert set(ckpt["state_dict"]) == eager_keys  # the eager module's keys, nothing added
