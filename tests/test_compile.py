@@ -162,3 +162,21 @@ def test_auto_compiles_makemore_not_the_default_run(tmp_path, overrides, compile
 def test_a_compile_value_that_is_not_auto_true_or_false_is_refused(tmp_path, value):
     with pytest.raises(ConfigError, match=r"compile=.*choose auto .*, true or false"):
         validate(make_cfg(tmp_path, f"compile={value}"))
+
+
+def test_the_diagnostics_callback_records_the_same_values_compiled_as_eager(tmp_path):
+    scalars = {}
+    for compile in ("false", "true"):
+        train(make_cfg(tmp_path / compile, f"compile={compile}", "callbacks=default", "trainer.max_steps=20",
+                       "trainer.val_check_interval=10", *TINY, "callbacks.diagnostics.every_n_steps=5"))
+        events = read_events(tmp_path / compile)
+        scalars[compile] = {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]
+                            if tag.startswith(("act/", "grad/", "grad_data_ratio/", "update_ratio/", "norm/"))}
+    eager, compiled = scalars["false"], scalars["true"]
+    assert compiled.keys() == eager.keys() and len(eager) > 10
+    assert sorted(eager["act/00.model.hidden.0.act/std"]) == [0, 5, 10, 15, 19]
+    for tag in eager:
+        assert sorted(compiled[tag]) == sorted(eager[tag]), tag  # recorded on the same steps
+        assert compiled[tag].get(0) == eager[tag].get(0), tag  # step 0: the same weights, both eager
+        for step, value in eager[tag].items():
+            assert compiled[tag][step] == pytest.approx(value, rel=1e-3, abs=1e-6), (tag, step)
