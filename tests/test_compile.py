@@ -124,23 +124,12 @@ def test_compile_failing_trains_eager_with_one_line(tmp_path):
     assert record["status"] == "ok" and record["steps"] == 20
 
 
-class StopAt(L.Callback):
-    """Ends a fit with an error at `step`, as a crash would: the checkpoints written before it stay."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.step:
-            raise RuntimeError(f"stopped at step {self.step}")
-
-
 def test_a_resumed_compiled_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path):
     command = ["compile=true", "callbacks=minimal", "trainer.max_steps=40", "trainer.val_check_interval=20", *TINY]
     train(make_cfg(tmp_path / "whole", *command))
-    with pytest.raises(RuntimeError, match="stopped at step 30"):
-        train(make_cfg(tmp_path / "cut", *command, "+callbacks.stop._target_=test_compile.StopAt",
-                       "+callbacks.stop.step=30"))
+    with pytest.raises(RuntimeError, match="interrupted at step 30"):  # after the checkpoint of step 20
+        train(make_cfg(tmp_path / "cut", *command, "+callbacks.stop._target_=test_resume.Interrupt",
+                       "+callbacks.stop.at=30"))
     assert torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 20
     train(make_cfg(tmp_path / "cut", *command, "resume=true"))
     a, b = (torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True) for name in ("whole", "cut"))
