@@ -26,7 +26,7 @@ def write(tmp_path, text, name="words.txt", newline=None):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(DataError, match="data file not found: .*nope.txt'; check data.path"):
+    with pytest.raises(DataError, match="data.path: no such file or folder: .*nope.txt'; give a file of one word"):
         load_words("file", str(tmp_path / "nope.txt"))
 
 
@@ -84,11 +84,12 @@ def test_not_utf8(tmp_path):
     ("data.batch_size=0", "batch_size=0 must be a positive integer"),
     ("trainer.max_steps=0", "trainer.max_steps=0 must be a positive integer"),
     ("threads=0", "threads=0 must be a positive integer"),
-    ("threads=1000", r"threads=1000 is more than this machine's \d+ cores"),
+    ("threads=1000", r"threads=1000 must be a positive integer, at most this machine's \d+ cores"),
     ("seed=-1", r"seed=-1 must be an integer in 0 .. 2\*\*32 - 1"),
     ("seed=abc", r"seed='abc' must be an integer in 0 .. 2\*\*32 - 1"),
     ("init.output_scale=1e30", r"init.output_scale=1e\+30 must be in \(0, 10\]"),
-    ("model.n_hidden=1000000", r"the model \(.*model.n_hidden=1000000.*\) would hold .* parameters"),
+    ("model.n_hidden=1000000", r"the run would allocate about .* GiB \(parameters .*\), more than this machine's .*; "
+                               r"make the model \(.*model.n_hidden=1000000.*\) smaller"),
     ("init.scheme=xavier", r"unknown init.scheme .xavier.; choose one of naive, kaiming, pytorch"),
     ("~callbacks.lr_monitor", None),  # not a mistake: the control row
 ])
@@ -113,7 +114,8 @@ def test_a_user_mistake_is_one_line_exit_2_before_lightning_loads_and_leaves_no_
     assert "| lightning" not in result.stderr and "| torch" in result.stderr  # the check ran, Lightning never loaded
     result.stderr = "\n".join(line for line in result.stderr.splitlines() if not line.startswith("import time:"))
     missing = tmp_path / "missing.txt"
-    assert result.stderr.strip().splitlines()[-1] == f"namegen: error: data file not found: '{missing}'; check data.path"
+    assert result.stderr.strip().splitlines()[-1] == (f"namegen: error: data.path: no such file or folder: '{missing}'; "
+                                                      "give a file of one word per line")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()  # Hydra's stub folder is removed: a refused command writes nothing
 
@@ -177,7 +179,7 @@ def test_an_older_checkpoint_format_samples_but_does_not_resume(trained_run, tmp
         ckpt["namegen"] = {"version": 2, "model": model, "vocab": hp["vocab"], "init_loss": None}
         torch.save(ckpt, path)
     with pytest.raises(ConfigError, match=r"older namegen \(checkpoint format 2\).*start a new run"):
-        train(make_cfg(tmp_path, *RESUME))
+        train(make_cfg(tmp_path, *RESUME, "trainer.max_steps=300"))
     assert len(list(sample_names(load_checkpoint(tmp_path).model, load_checkpoint(tmp_path).vocab, 3))) == 3
 
 

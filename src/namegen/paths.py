@@ -1,0 +1,60 @@
+"""Paths a user gives: each is checked for what it must be before anything is opened, read or written.
+
+No torch here: `namegen` and `train.py` check paths before the heavy imports.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from namegen.errors import UserError
+
+
+def regular_file(path: str | Path, key: str, want: str) -> Path:
+    """`path` as a readable regular file, or a UserError naming what it is instead (opening a FIFO would hang,
+    a device never ends). `key` names the setting, `want` what to give instead."""
+    p = Path(path).expanduser()
+    if str(path) == "":
+        raise UserError(f"{key} is empty; give {want}")
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise UserError(f"{key}: no such file or folder: {str(p)!r}; give {want}") from None
+    except OSError as e:
+        raise UserError(f"{key}={str(p)!r}: {e.strerror}; give {want}") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{key}={str(p)!r} is a folder; give {want}")
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{key}={str(p)!r} is not a regular file (a device, FIFO or socket); give {want}")
+    if not os.access(p, os.R_OK):
+        raise UserError(f"{key}={str(p)!r} cannot be read (permission denied); give {want}")
+    return p
+
+
+def writable_folder(path: str | Path, key: str) -> Path:
+    """`path` as a folder that exists or can be made, and written into; else a UserError saying why not.
+
+    Checked without making anything: every existing part must be a folder, the nearest existing one writable,
+    and every name short enough for its file system (Hydra's mkdir would otherwise fail with a traceback).
+    """
+    p = Path(path).expanduser().absolute()
+    existing = p
+    while not existing.exists():
+        if existing.is_symlink():  # a dangling link: mkdir would fail on it
+            raise UserError(f"{key}={str(path)!r}: {existing} is a broken symbolic link; give another folder")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{key}={str(path)!r}: {existing} is a file, not a folder; give another folder")
+    name_max = os.pathconf(existing, "PC_NAME_MAX")
+    long = [part for part in p.relative_to(existing).parts if len(os.fsencode(part)) > name_max]
+    if long:
+        raise UserError(f"{key}={str(path)!r}: the folder name {long[0][:40]!r}... is {len(os.fsencode(long[0]))} "
+                        f"bytes, more than the file system's {name_max}; give a shorter name")
+    if len(os.fsencode(str(p))) >= os.pathconf(existing, "PC_PATH_MAX"):
+        raise UserError(f"{key}={str(path)!r} is longer than the file system allows; give a shorter path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{key}={str(path)!r}: {existing} is not writable (permission denied); give a folder "
+                        "you can write to")
+    return p
