@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from namegen.budget import run_estimate
-from namegen.errors import ConfigError, UserError, is_positive_int
+from namegen.errors import ConfigError, UserError, is_positive_int, shown
 from namegen.results import DATA_RECORD, RECORD, is_run, what_run
 
 MAX_SEED = 2**32 - 1  # what seed_everything (numpy's seeding) accepts
@@ -29,12 +29,6 @@ CORES = os.cpu_count() or 1
 RESUMABLE = ("resume", "run_dir", "threads", "callbacks", "logger")
 # ... except a callback of these classes, which decides what the results are (ModelCheckpoint: which is "best")
 DECIDES_RESULTS = ("ModelCheckpoint",)
-
-
-def shown(value: Any) -> str:
-    """A value as the user typed it, cut short: a 5,000-digit seed is named, not printed."""
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
 
 
 def is_int(v: Any) -> bool:

@@ -9,7 +9,7 @@ import os
 import stat
 from pathlib import Path
 
-from namegen.errors import UserError
+from namegen.errors import UserError, shown
 
 
 def regular_file(path: str | Path, key: str, want: str) -> Path:
@@ -43,18 +43,18 @@ def writable_folder(path: str | Path, key: str) -> Path:
     existing = p
     while not existing.exists():
         if existing.is_symlink():  # a dangling link: mkdir would fail on it
-            raise UserError(f"{key}={str(path)!r}: {existing} is a broken symbolic link; give another folder")
+            raise UserError(f"{key}={shown(str(path))}: {existing} is a broken symbolic link; give another folder")
         existing = existing.parent
     if not existing.is_dir():
-        raise UserError(f"{key}={str(path)!r}: {existing} is a file, not a folder; give another folder")
+        raise UserError(f"{key}={shown(str(path))}: {existing} is a file, not a folder; give another folder")
     name_max = os.pathconf(existing, "PC_NAME_MAX")
     long = [part for part in p.relative_to(existing).parts if len(os.fsencode(part)) > name_max]
     if long:
-        raise UserError(f"{key}={str(path)!r}: the folder name {long[0][:40]!r}... is {len(os.fsencode(long[0]))} "
+        raise UserError(f"{key}={shown(str(path))}: the folder name {shown(long[0])} is {len(os.fsencode(long[0]))} "
                         f"bytes, more than the file system's {name_max}; give a shorter name")
     if len(os.fsencode(str(p))) >= os.pathconf(existing, "PC_PATH_MAX"):
-        raise UserError(f"{key}={str(path)!r} is longer than the file system allows; give a shorter path")
+        raise UserError(f"{key}={shown(str(path))} is longer than the file system allows; give a shorter path")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{key}={str(path)!r}: {existing} is not writable (permission denied); give a folder "
+        raise UserError(f"{key}={shown(str(path))}: {existing} is not writable (permission denied); give a folder "
                         "you can write to")
     return p

@@ -22,8 +22,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from namegen.errors import UserError
-from namegen.resolvers import SWEPT_KEYS_ENV, job_name
+from namegen.errors import UserError, shown
+from namegen.resolvers import SWEPT_KEYS_ENV
 from namegen.results import is_run, read_result, run_folders, write_atomic
 
 USAGE_ERROR = 2
@@ -107,6 +107,15 @@ def job_overrides(task: list[str]) -> list[list[str]] | None:
     return [list(job) for job in itertools.product(*lists)]
 
 
+def subdir(config: DictConfig, job: list[str], num: int) -> str:
+    """A job's folder name in the sweep, `hydra.sweep.subdir` resolved as the launcher will for that job."""
+    sweep = copy.deepcopy(config)
+    with read_write(sweep.hydra), open_dict(sweep.hydra):
+        sweep.hydra.overrides.task = job
+        sweep.hydra.job.num = num
+    return str(sweep.hydra.sweep.subdir)
+
+
 class SweepCallback(Callback):
     """Hydra callback (`hydra.callbacks`): the one check before a run or a sweep writes anything, job folder names,
     and the sweep's summary when it ends.
@@ -168,19 +177,21 @@ class SweepCallback(Callback):
         if resume and (sweep_dir / MULTIRUN_RECORD).is_file():
             self.record = (sweep_dir / MULTIRUN_RECORD, (sweep_dir / MULTIRUN_RECORD).read_text())
         jobs = job_overrides(list(config.hydra.overrides.task))
-        refused: dict[str, str] = {}
+        refused: list[tuple[str, str]] = []  # (job folder, message)
         for i, job in enumerate(jobs or []):
-            name = job_name(job, i)
+            name = subdir(config, job, i)
+            cfg = compose(config_name, job)
+            cfg.run_dir = str(sweep_dir / name)  # set, not overridden: a job name holds '=', which Hydra would parse
             try:
-                validate(compose(config_name, [*job, f"run_dir={sweep_dir / name}"]),
-                         f"hydra.sweep.dir's job folder {name}")
+                validate(cfg, "hydra.sweep.subdir")
             except UserError as e:
-                refused[name] = str(e)
+                refused.append((name, str(e)))
         if refused:
-            first, message = next(iter(refused.items()))
-            if len(set(refused.values())) == 1 and len(refused) == len(jobs):
+            first, message = refused[0]
+            if len({m for _, m in refused}) == 1 and len(refused) == len(jobs):
                 raise UserError(message)  # every job has the same mistake: said once
-            raise UserError(f"job {first}: {message} ({len(refused)} of {len(jobs)} jobs refused; nothing launched)")
+            raise UserError(f"job {shown(first)}: {message} ({len(refused)} of {len(jobs)} jobs refused; nothing "
+                            "launched)")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ.pop(SWEPT_KEYS_ENV, None)
