@@ -28,6 +28,7 @@ log = logging.getLogger("namegen")
 USAGE_ERROR = 2
 STARTED = time.time() - 1  # folders made after this (by Hydra, for this command) may be removed on a refusal
 WATCH = "namegen-parent-watch"
+WATCH_SECONDS = 0.1  # how often a sweep worker looks for its parent: a getppid() call, free at this rate
 
 
 def refuse(cfg: DictConfig, message: str) -> None:
@@ -49,7 +50,7 @@ def exit_with_parent() -> None:
 
     def watch() -> None:
         while os.getppid() == parent:
-            time.sleep(1.0)
+            time.sleep(WATCH_SECONDS)
         os._exit(1)  # the parent is gone: no one will read what this job writes
 
     threading.Thread(target=watch, name=WATCH, daemon=True).start()

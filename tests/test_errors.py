@@ -26,7 +26,7 @@ def write(tmp_path, text, name="words.txt", newline=None):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(DataError, match="data.path: no such file or folder: .*nope.txt'; give a file of one word"):
+    with pytest.raises(DataError, match="data.path='.*nope.txt': no such file or folder; give a file of one word"):
         load_words("file", str(tmp_path / "nope.txt"))
 
 
@@ -114,7 +114,7 @@ def test_a_user_mistake_is_one_line_exit_2_before_lightning_loads_and_leaves_no_
     assert "| lightning" not in result.stderr and "| torch" in result.stderr  # the check ran, Lightning never loaded
     result.stderr = "\n".join(line for line in result.stderr.splitlines() if not line.startswith("import time:"))
     missing = tmp_path / "missing.txt"
-    assert result.stderr.strip().splitlines()[-1] == (f"namegen: error: data.path: no such file or folder: '{missing}'; "
+    assert result.stderr.strip().splitlines()[-1] == (f"namegen: error: data.path='{missing}': no such file or folder; "
                                                       "give a file of one word per line")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()  # Hydra's stub folder is removed: a refused command writes nothing

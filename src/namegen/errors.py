@@ -26,4 +26,4 @@ def check_positive_int(key: str, value: Any, error: type[UserError] = ConfigErro
 def shown(value: Any) -> str:
     """A value as the user typed it, cut short: a 5,000-digit seed or a 300-character folder is named, not printed."""
     text = repr(value)
-    return text if len(text) <= 60 else f"{text[:24]}...{text[-12:]} ({len(text)} characters)"
+    return text if len(text) <= 160 else f"{text[:40]}...{text[-20:]} ({len(text)} characters)"

@@ -12,24 +12,26 @@ from pathlib import Path
 from namegen.errors import UserError, shown
 
 
-def regular_file(path: str | Path, key: str, want: str) -> Path:
+def regular_file(path: str | Path, key: str | None, want: str) -> Path:
     """`path` as a readable regular file, or a UserError naming what it is instead (opening a FIFO would hang,
-    a device never ends). `key` names the setting, `want` what to give instead."""
+    a device never ends). `key` names the setting the path was given as (None: a command's argument), `want`
+    what to give instead."""
     p = Path(path).expanduser()
     if str(path) == "":
-        raise UserError(f"{key} is empty; give {want}")
+        raise UserError(f"{key or 'the path'} is empty; give {want}")
+    named = f"{key}={shown(str(p))}" if key else shown(str(p))
     try:
         mode = p.stat().st_mode
     except FileNotFoundError:
-        raise UserError(f"{key}: no such file or folder: {str(p)!r}; give {want}") from None
+        raise UserError(f"{named}: no such file or folder; give {want}") from None
     except OSError as e:
-        raise UserError(f"{key}={str(p)!r}: {e.strerror}; give {want}") from None
+        raise UserError(f"{named}: {e.strerror}; give {want}") from None
     if stat.S_ISDIR(mode):
-        raise UserError(f"{key}={str(p)!r} is a folder; give {want}")
+        raise UserError(f"{named} is a folder; give {want}")
     if not stat.S_ISREG(mode):
-        raise UserError(f"{key}={str(p)!r} is not a regular file (a device, FIFO or socket); give {want}")
+        raise UserError(f"{named} is not a regular file (a device, FIFO or socket); give {want}")
     if not os.access(p, os.R_OK):
-        raise UserError(f"{key}={str(p)!r} cannot be read (permission denied); give {want}")
+        raise UserError(f"{named} cannot be read (permission denied); give {want}")
     return p
 
 
