@@ -45,10 +45,11 @@ def mlp_parameters(m: dict[str, Any], vocab: int) -> int:
 
 
 def transformer_parameters(m: dict[str, Any], vocab: int) -> int:
-    """Token and position embeddings, n_layer blocks of 12 C^2 + 13 C (+ two LayerNorms), a final norm, the head."""
+    """Token and position embeddings, n_layer blocks of 12 C^2 + 9 C (attention's q, k, v and projection, the 4x
+    MLP, their biases) and two norms, a final norm, the head (no bias)."""
     c = m["n_embd"]
     norm = 2 * c if m["norm"] == "layernorm" else 0
-    block = 12 * c * c + 13 * c + 2 * norm
+    block = 12 * c * c + 9 * c + 2 * norm
     return (vocab + m["block_size"]) * c + m["n_layer"] * block + norm + c * vocab
 
 

@@ -35,6 +35,15 @@ def regular_file(path: str | Path, key: str | None, want: str) -> Path:
     return p
 
 
+def lexists(path: Path) -> bool:
+    """Whether `path` exists (as a link, too); a name too long for the file system does not."""
+    try:
+        os.lstat(path)
+    except OSError:  # FileNotFoundError, or ENAMETOOLONG for a name the file system cannot hold
+        return False
+    return True
+
+
 def writable_folder(path: str | Path, key: str) -> Path:
     """`path` as a folder that exists or can be made, and written into; else a UserError saying why not.
 
@@ -43,10 +52,10 @@ def writable_folder(path: str | Path, key: str) -> Path:
     """
     p = Path(path).expanduser().absolute()
     existing = p
-    while not existing.exists():
-        if existing.is_symlink():  # a dangling link: mkdir would fail on it
-            raise UserError(f"{key}={shown(str(path))}: {existing} is a broken symbolic link; give another folder")
+    while not lexists(existing):
         existing = existing.parent
+    if existing.is_symlink() and not existing.exists():  # a dangling link: mkdir would fail on it
+        raise UserError(f"{key}={shown(str(path))}: {existing} is a broken symbolic link; give another folder")
     if not existing.is_dir():
         raise UserError(f"{key}={shown(str(path))}: {existing} is a file, not a folder; give another folder")
     name_max = os.pathconf(existing, "PC_NAME_MAX")
@@ -56,6 +65,9 @@ def writable_folder(path: str | Path, key: str) -> Path:
                         f"bytes, more than the file system's {name_max}; give a shorter name")
     if len(os.fsencode(str(p))) >= os.pathconf(existing, "PC_PATH_MAX"):
         raise UserError(f"{key}={shown(str(path))} is longer than the file system allows; give a shorter path")
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        raise UserError(f"{key}={shown(str(path))}: {existing} is on a read-only file system; give a folder you can "
+                        "write to")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{key}={shown(str(path))}: {existing} is not writable (permission denied); give a folder "
                         "you can write to")
