@@ -88,7 +88,7 @@ def test_not_utf8(tmp_path):
     ("seed=-1", r"seed=-1 must be an integer in 0 .. 2\*\*32 - 1"),
     ("seed=abc", r"seed='abc' must be an integer in 0 .. 2\*\*32 - 1"),
     ("init.output_scale=1e30", r"init.output_scale=1e\+30 must be in \(0, 10\]"),
-    ("model.n_hidden=1000000", r"the run would allocate about .* GiB \(parameters .*\), more than this machine's .*; "
+    ("model.n_hidden=1000000", r"the run would allocate about .* TiB \(parameters .*\), more than this machine's .*; "
                                r"make the model \(.*model.n_hidden=1000000.*\) smaller"),
     ("init.scheme=xavier", r"unknown init.scheme .xavier.; choose one of naive, kaiming, pytorch"),
     ("~callbacks.lr_monitor", None),  # not a mistake: the control row
@@ -287,14 +287,21 @@ def test_a_malicious_checkpoint_is_refused_and_runs_nothing(tmp_path, trained_ru
     assert not marker.exists()
 
 
-def test_a_sweep_job_with_a_mistake_is_one_line_and_the_others_run(tmp_path):
+@pytest.mark.parametrize("overrides,line", [
+    # every job has the same mistake: said once
+    (["init=naive,kaiming", "optim.optimizer.lr=0"], "namegen: error: optim.optimizer.lr=0 must be a finite number > 0"),
+    # one job's mistake: named, and nothing launched
+    (["optim.optimizer.lr=0,0.1"], "namegen: error: job 'optim.optimizer.lr=0': optim.optimizer.lr=0 must be a finite "
+                                   "number > 0; makemore uses optim.optimizer.lr=0.1 (1 of 2 jobs refused; nothing launched)"),
+    # a job folder name over the file system's limit
+    (["init=naive,kaiming", f"hydra.sweep.subdir={'x' * 300}"], "namegen: error: job 'xxxx"),
+])
+def test_a_sweep_with_a_mistake_is_refused_once_before_launching(tmp_path, overrides, line):
     sweep = tmp_path / "sweep"
-    result = run_train("-m", "hydra/launcher=basic", "optim.optimizer.lr=0,0.1", "callbacks=minimal", *FAST,
-                       f"hydra.sweep.dir={sweep}")
-    assert "Traceback" not in result.stderr + result.stdout
-    assert "namegen: error: optim.optimizer.lr=0 must be a finite number > 0" in result.stdout + result.stderr
-    assert "1 job(s) failed: optim.optimizer.lr=0" in result.stderr
-    assert (sweep / "optim.optimizer.lr=0.1" / "checkpoints" / "best.ckpt").is_file()
+    result = run_train("-m", *overrides, "callbacks=minimal", *FAST, f"hydra.sweep.dir={sweep}", timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(line)
+    assert "Launching" not in result.stdout + result.stderr and not sweep.exists()
 
 
 def test_resume_true_into_a_folder_that_holds_no_sweep_is_refused(tmp_path):
