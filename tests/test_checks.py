@@ -165,6 +165,14 @@ def test_a_finished_run_is_never_written_over(finished, overrides, message):
     assert tree(finished) == before
 
 
+def test_a_run_into_a_sweep_folder_is_refused(finished):
+    sweep = finished.parent  # holds a run folder: a run trained at its root would hide its runs from the sweep
+    before = tree(sweep)
+    with pytest.raises(UserError, match=r"holds a sweep's runs \(1, such as run\); give a new folder"):
+        train(make_cfg(sweep, *RESUME))
+    assert tree(sweep) == before
+
+
 def test_resume_names_the_conflict_with_another_folder(finished, tmp_path):
     with pytest.raises(UserError, match=f"resume={finished} continues that run in its own folder, but run_dir="
                                         f"{tmp_path / 'other'} names another; drop one of them"):

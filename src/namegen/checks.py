@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from namegen.budget import run_estimate
 from namegen.errors import ConfigError, UserError, is_positive_int, shown
-from namegen.results import DATA_RECORD, RECORD, is_run, what_run
+from namegen.results import DATA_RECORD, RECORD, run_folders, what_run
 
 MAX_SEED = 2**32 - 1  # what seed_everything (numpy's seeding) accepts
 CORES = os.cpu_count() or 1
@@ -227,6 +227,10 @@ def folder(cfg: DictConfig, key: str = "run_dir") -> None:
         if held:
             raise ConfigError(f"{run_dir} already holds a run (its {held}); continue it with resume={run_dir}, or "
                               "give a new folder: a finished run is never written over")
+        runs = run_folders(run_dir)
+        if runs:  # a sweep's folder: a run trained into it would make its runs unreadable as a sweep
+            raise ConfigError(f"{run_dir} holds a sweep's runs ({len(runs)}, such as {runs[0].name}); give a new "
+                              "folder")
         return
     record = run_dir / RECORD
     if not record.is_file():
