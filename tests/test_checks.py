@@ -36,6 +36,7 @@ def tree(path):
     ([f"seed=${{oc.env:{UNSET}}}"], rf"seed='\$\{{oc.env:{UNSET}\}}' cannot be resolved \(.*not found.*\); give"),
     pytest.param(["trainer.accelerator=gpu"], r"trainer.accelerator='gpu' names a device this machine does not "
                  r"have; choose one of cpu, auto", marks=NO_GPU),
+    (["trainer.accelerator=tpu"], r"trainer.accelerator='tpu' names a device this machine does not have"),
     (["trainer=ddp", "trainer.devices=100000"], r"trainer.devices=100000 must be .* set trainer.devices<=\d+"),
     (["trainer.devices=0"], r"trainer.devices=0 must be 'auto', -1 or a number of processes"),
     (["optim.scheduler.milestones=[abc]"], r"optim.scheduler.milestones=\['abc'\] must be steps of the run, integers "

@@ -40,10 +40,13 @@ def is_number(v: Any) -> bool:
 
 
 def accelerators() -> list[str]:
-    """The trainer.accelerator values this machine can run."""
+    """The trainer.accelerator values this machine can run: its devices, found without loading Lightning."""
+    from importlib.util import find_spec
+
     import torch
 
-    return ["cpu", "auto"] + ["gpu", "cuda"] * torch.cuda.is_available() + ["mps"] * torch.backends.mps.is_available()
+    return (["cpu", "auto"] + ["gpu", "cuda"] * torch.cuda.is_available() + ["mps"] * torch.backends.mps.is_available()
+            + ["tpu"] * (find_spec("torch_xla") is not None) + ["hpu"] * (find_spec("habana_frameworks") is not None))
 
 
 def devices_ok(v: Any) -> bool:
@@ -64,8 +67,9 @@ VALUE_RULES: list[tuple[str, Callable[[Any], bool], str | Callable[[], str]]] = 
     ("threads", lambda v: v is None or (is_positive_int(v) and v <= CORES),
      f"must be a positive integer, at most this machine's {CORES} cores; set threads<={CORES}"),
     ("trainer.devices", devices_ok,
-     f"must be 'auto', -1 or a number of processes from 1 to this machine's {CORES} cores; set trainer.devices<={CORES}"),
-    ("trainer.accelerator", lambda v: not isinstance(v, str) or v in accelerators() or v not in ("gpu", "cuda", "mps"),
+     f"must be 'auto', -1 or a number of processes from 1 to this machine's {CORES} cores; "
+     f"set trainer.devices<={CORES}"),
+    ("trainer.accelerator", lambda v: not isinstance(v, str) or v in accelerators(),
      lambda: f"names a device this machine does not have; choose one of {', '.join(accelerators())}"),
     ("init.output_scale", lambda v: is_number(v) and 0 < v <= 10,
      "must be in (0, 10] (kaiming shrinks the output layer by it; 0.1 is the lesson's)"),
@@ -177,6 +181,12 @@ def memory(cfg: DictConfig) -> None:
     estimate.check("the run")
 
 
+def as_value(path: Path) -> str:
+    """A path as a command-line override value: quoted where Hydra's grammar would read it otherwise."""
+    text = str(path)
+    return f"'{text}'" if any(c in text for c in "=,[]{}()'\" ") else text
+
+
 def is_other_rank() -> bool:
     """A DDP process other than rank zero (Lightning starts them with LOCAL_RANK set): it follows rank zero's
     folder, which rank zero has checked and already writes into."""
@@ -225,8 +235,8 @@ def folder(cfg: DictConfig, key: str = "run_dir") -> None:
     held = what_run(run_dir)
     if resume is False:
         if held:
-            raise ConfigError(f"{run_dir} already holds a run (its {held}); continue it with resume={run_dir}, or "
-                              "give a new folder: a finished run is never written over")
+            raise ConfigError(f"{run_dir} already holds a run (its {held}); continue it with "
+                              f"resume={as_value(run_dir)}, or give a new folder: a finished run is never written over")
         runs = run_folders(run_dir)
         if runs:  # a sweep's folder: a run trained into it would make its runs unreadable as a sweep
             raise ConfigError(f"{run_dir} holds a sweep's runs ({len(runs)}, such as {runs[0].name}); give a new "
