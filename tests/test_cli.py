@@ -48,16 +48,19 @@ def test_console_script_is_installed(trained_run):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--temperature", "0"], "must be > 0"),
-    (["--temperature", "inf"], "must be > 0 and finite"),
-    (["-n", "0"], "not a positive integer"),
-    (["--seed", str(2**64)], "out of range"),
-    (["--seed", "x"], "is not an integer"),
+    (["--temperature", "0"], "argument --temperature: 0.0 must be > 0 and finite"),
+    (["--temperature", "inf"], "argument --temperature: inf must be > 0 and finite"),
+    (["-n", "0"], "argument -n: 0 is not a positive integer"),
+    (["--seed", str(2**64)], f"argument --seed: {2**64} is out of range; give a seed in 0 .. 2**63 - 1"),
+    (["--seed", "x"], "argument --seed: 'x' is not an integer"),
 ])
-def test_bad_numbers_are_refused(trained_run, cli, args, message):
+def test_bad_numbers_are_refused(tmp_path, capsys, args, message):
+    """Refused by the argument checks, before the path is even looked at: one line naming the option and value."""
     with pytest.raises(SystemExit) as exit_:
-        cli("sample", trained_run, *args)
+        main(["sample", str(tmp_path), *args])
     assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(f"namegen sample: error: {message}") and "Traceback" not in err
 
 
 def test_a_tiny_temperature_is_greedy_not_a_crash(trained_run, cli):

@@ -55,7 +55,7 @@ def test_batches_depend_only_on_the_step():
     stream = iter(RandomBatches(x, y, batch_size=8, seed=3))
     first = [next(stream) for _ in range(5)]
     assert first[0][0].shape == (8, 2) and first[0][1].shape == (8,)  # (B, T), (B,)
-    resumed = next(iter(RandomBatches(x, y, batch_size=8, seed=3, start_step=lambda: 3)))
+    resumed = next(iter(RandomBatches(x, y, batch_size=8, seed=3, start_batch=lambda: 3)))
     assert torch.equal(resumed[0], first[3][0]) and torch.equal(resumed[1], first[3][1])
     assert not torch.equal(first[0][1], first[1][1])
     assert torch.equal(first[2][0][..., 0] // 2, first[2][1])  # rows stay paired with their targets
@@ -64,9 +64,9 @@ def test_batches_depend_only_on_the_step():
 def test_a_resume_straddling_a_generator_block_draws_the_same_batches():
     x, y = torch.arange(100).view(50, 2), torch.arange(50)
     start = RandomBatches.BLOCK - 4  # the batches cross from one generator block into the next
-    whole = iter(RandomBatches(x, y, batch_size=8, seed=3, start_step=lambda: start))
+    whole = iter(RandomBatches(x, y, batch_size=8, seed=3, start_batch=lambda: start))
     batches = [next(whole) for _ in range(8)]
-    resumed = iter(RandomBatches(x, y, batch_size=8, seed=3, start_step=lambda: start + 5))
+    resumed = iter(RandomBatches(x, y, batch_size=8, seed=3, start_batch=lambda: start + 5))
     for i in range(5, 8):
         assert torch.equal(next(resumed)[1], batches[i][1])
     assert len({tuple(b[1].tolist()) for b in batches}) == 8  # 8 different batches

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import lightning as L
 import torch
 
 from pathlib import Path
@@ -135,3 +136,34 @@ def test_sigkill_of_a_sweep_takes_its_workers_down_and_the_resumed_sweep_matches
         a, b = (json.loads((d / run / "result.json").read_text()) for d in (killed, whole))
         assert a["steps"] == b["steps"] == 1200
         assert a["val_loss"] == b["val_loss"] and a["test_loss"] == b["test_loss"], run
+
+
+class Interrupt(L.Callback):
+    """Ends a training abruptly before step `at` (as a crash or a kill would), after its checkpoints so far."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.at:
+            raise RuntimeError(f"interrupted at step {self.at}")
+
+
+def test_resume_with_gradient_accumulation_draws_the_batches_of_an_uninterrupted_run(tmp_path):
+    """accumulate_grad_batches=2: each optimizer step takes two batches of the stream, so a resume at step s
+    must continue at batch 2s, not s."""
+    command = ["callbacks=minimal", "~logger", "~callbacks.lr_monitor", "+trainer.accumulate_grad_batches=2",
+               "trainer.max_steps=30", "trainer.val_check_interval=20", "trainer.num_sanity_val_steps=0"]
+    whole = train(make_cfg(tmp_path / "whole", *command))
+    with pytest.raises(RuntimeError, match="interrupted at step 15"):
+        train(make_cfg(tmp_path / "killed", *command, "+callbacks.kill._target_=test_resume.Interrupt",
+                       "+callbacks.kill.at=15"))
+    # validations every 20 batches = every 10 optimizer steps: last.ckpt holds step 10, mid-run
+    assert torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 10
+    resumed = train(make_cfg(tmp_path / "killed", *command, "resume=true"))
+    step_a, weights_a, _ = final_state(tmp_path / "killed")
+    step_b, weights_b, _ = final_state(tmp_path / "whole")
+    assert step_a == step_b == 30
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_b)
+    for key in ("train_loss", "val_loss", "test_loss"):
+        assert isinstance(whole[key], float) and resumed[key] == whole[key], key

@@ -75,34 +75,34 @@ class RandomBatches:
     """An endless stream of random minibatches from in-memory tensors, makemore's way.
 
     Each item is `X[ix], Y[ix]` with `ix ~ randint(N)` of shape (batch_size,). The
-    indices are drawn BLOCK steps at a time from a generator seeded by (seed, rank,
-    block), so the minibatch of step s depends only on s: a run resumed at step s
-    draws exactly the batches it would have drawn, whatever Lightning prefetched
-    before the interruption.
+    indices are drawn BLOCK batches at a time from a generator seeded by (seed, rank,
+    block), so the n-th minibatch depends only on n: a run resumed at batch n draws
+    exactly the batches it would have drawn, whatever Lightning prefetched before
+    the interruption.
     """
 
-    BLOCK = 1000  # steps of indices per generator seeding: seeding costs more than drawing
+    BLOCK = 1000  # batches of indices per generator seeding: seeding costs more than drawing
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, start_step=lambda: 0,
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, start_batch=lambda: 0,
                  rank: int = 0):
         self.x, self.y, self.batch_size, self.seed, self.rank = x, y, batch_size, seed, rank
-        self.start_step = start_step  # called at each iter(): the trainer's global step on resume
+        self.start_batch = start_batch  # called at each iter(): the index of the batch to start from on resume
 
     def block(self, index: int) -> torch.Tensor:
-        """(BLOCK, batch_size) example indices of steps index*BLOCK ... (index+1)*BLOCK - 1."""
+        """(BLOCK, batch_size) example indices of batches index*BLOCK ... (index+1)*BLOCK - 1."""
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + index) * 1_009 + self.rank)  # ranks differ
         return torch.randint(0, len(self.y), (self.BLOCK, self.batch_size), generator=g)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        step = self.start_step()
+        n = self.start_batch()
         cached, indices = -1, torch.empty(0)
         while True:
-            b, offset = divmod(step, self.BLOCK)
+            b, offset = divmod(n, self.BLOCK)
             if b != cached:
                 cached, indices = b, self.block(b)
             ix = indices[offset]
             yield self.x[ix], self.y[ix]  # (B, block_size), (B,) or (B, block_size)
-            step += 1
+            n += 1
 
 
 class WholeSplit:
@@ -179,11 +179,14 @@ class CharDataModule(L.LightningDataModule):
         self.prepare()
 
     def train_dataloader(self) -> RandomBatches:
-        def start_step() -> int:
-            return self.trainer.global_step if self.trainer is not None else 0
+        def start_batch() -> int:
+            # an optimizer step takes accumulate_grad_batches batches of the stream. (A checkpoint written between
+            # them, when val_check_interval is not a multiple, has lost its half-accumulated gradient anyway.)
+            trainer = self.trainer
+            return trainer.global_step * trainer.accumulate_grad_batches if trainer is not None else 0
 
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        return RandomBatches(self.x["train"], self.y["train"], self.batch_size, self.seed, start_step, rank)
+        return RandomBatches(self.x["train"], self.y["train"], self.batch_size, self.seed, start_batch, rank)
 
     def val_dataloader(self) -> WholeSplit:
         return WholeSplit(self.x["val"], self.y["val"])

@@ -57,11 +57,23 @@ def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class DivergedError(RuntimeError):
-    """The loss stopped being finite or exploded. The message names the step and each layer's state at that moment."""
+    """The loss stopped being finite or exploded at `step`. The message names the step and each layer's state.
 
-    def __init__(self, step: int, loss: float, report: str, layer: str | None = None):
-        super().__init__(f"loss became {loss:.4g} at step {step}\nper-layer statistics at that step:\n{report}")
-        self.step, self.layer = step, layer
+    `read_at` is the step at which the loss was read (see `NameGen.reads_loss_at`): `step` itself where
+    reading costs nothing, so the layers' state is the one that produced the bad loss and `layer` the first
+    whose statistics went non-finite; a later step otherwise, after the bad steps' updates have spread
+    non-finite weights through every layer, so no layer is named.
+    """
+
+    def __init__(self, step: int, loss: float, report: str, layer: str | None = None, read_at: int | None = None):
+        self.step, self.layer, self.read_at = step, layer, step if read_at is None else read_at
+        if self.read_at == step:
+            where = f"at step {step}\nper-layer statistics at that step:"
+        else:
+            where = (f"at step {step} (read at step {self.read_at}: on an accelerator or across processes the loss "
+                     f"is read on logging steps and before validations and checkpoints)\n"
+                     f"per-layer statistics at step {self.read_at}:")
+        super().__init__(f"loss became {loss:.4g} {where}\n{report}")
 
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -111,6 +123,9 @@ class NameGen(L.LightningModule):
         self.vocab = list(vocab)
         self.model = build_model(model, {"scheme": "kaiming"} if init is None else init)
         self.init_loss: float | None = None
+        # (step, loss, inputs) of the steps whose loss the divergence check has not read yet: a plain list, as
+        # setting a module attribute every step would cost more than the check
+        self.unread: list[tuple[int, torch.Tensor, torch.Tensor]] = []
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
@@ -123,33 +138,69 @@ class NameGen(L.LightningModule):
         self.check_diverged(loss, x)
         # self.log costs about as much as this net's whole step, and Lightning writes the value only on
         # its logging steps ((step + 1) % log_every_n_steps == 0): call it on those alone
-        last = self.global_step + 1 == self.trainer.max_steps  # Lightning writes the logs of the final step too
-        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0 or last:
+        if self.lightning_logs_at(self.global_step):
             self.log("train/loss", loss, prog_bar=True)
         return loss
 
+    def lightning_logs_at(self, step: int) -> bool:
+        """Whether Lightning writes what `self.log` receives on this step: its logging steps, and the final step."""
+        return (step + 1) % self.trainer.log_every_n_steps == 0 or step + 1 == self.trainer.max_steps
+
+    def reads_loss_at(self, step: int) -> bool:
+        """Whether the divergence check reads the loss on this step: every step where that costs nothing (on the
+        CPU, in one process); else only Lightning's logging steps, which read it anyway, since on an accelerator
+        a read waits for the device and across processes a decision takes a collective. (The losses are read
+        before every validation and checkpoint too, so no checkpoint holds diverged weights.)"""
+        return (self.device.type == "cpu" and self.trainer.world_size == 1) or self.lightning_logs_at(step)
+
     def check_diverged(self, loss: torch.Tensor, x: torch.Tensor) -> None:
-        """Raise `DivergedError` at the step the loss stops being finite or explodes, before its update."""
-        value = loss.item()
-        limit = self.hparams.diverge_factor * self.init_loss if self.init_loss is not None else math.inf
-        diverged = not math.isfinite(value) or value > limit
+        """Keep this step's loss; on the steps that read it, raise `DivergedError` if a loss kept so far stopped
+        being finite or exploded (where every step reads, at the step it happens, before its update)."""
+        step = self.global_step
+        self.unread.append((step, loss.detach(), x))
+        if self.reads_loss_at(step):
+            self.read_losses(before_update=True)
+
+    def read_losses(self, before_update: bool = False) -> None:
+        """Raise `DivergedError` naming the first unread step whose loss is non-finite or above the limit.
+
+        One read for all of them (and one all-gather across processes, so all stop together: the report's
+        forward pass syncs BatchNorm across them). `before_update`: the last unread step's update is not applied yet.
+        """
+        if not self.unread:
+            return
+        steps, losses, inputs = zip(*self.unread)
+        self.unread.clear()
         if self.trainer.world_size > 1:
-            # every process must stop together: the report's forward pass syncs BatchNorm across them
-            diverged = self.trainer.strategy.reduce_boolean_decision(diverged, all=False)
-            if diverged:  # name the loss that diverged, whichever process saw it
-                losses = self.all_gather(loss.detach()).flatten().tolist()
-                value = next((v for v in losses if not math.isfinite(v)), max(losses))
-        if diverged:
-            stats = layer_stats(self, x)  # names as the diagnostics' tags have them: model.hidden.0.act, ...
-            first_bad = next((s["name"] for s in stats if not all(math.isfinite(v) for k, v in s.items() if k != "name")),
-                             None)
-            raise DivergedError(self.global_step, value, format_layer_stats(stats), first_bad)
+            rows = self.all_gather(torch.stack(losses)).view(-1, len(steps)).tolist()
+        else:  # a single loss (every step on the CPU) is read without stacking it
+            rows = [[losses[0].item()] if len(losses) == 1 else torch.stack(losses).tolist()]
+        limit = self.hparams.diverge_factor * self.init_loss if self.init_loss is not None else math.inf
+        bad = [(i, v) for row in rows for i, v in enumerate(row) if not math.isfinite(v) or v > limit]
+        if not bad:
+            return
+        index, value = min(bad, key=lambda b: b[0])  # the earliest step at which any process's loss went bad
+        stats = layer_stats(self, inputs[-1])  # names as the diagnostics' tags have them: model.hidden.0.act, ...
+        at_bad_step = before_update and index == len(steps) - 1
+        first_bad = next((s["name"] for s in stats if not all(math.isfinite(v) for k, v in s.items() if k != "name")),
+                         None) if at_bad_step else None
+        raise DivergedError(steps[index], value, format_layer_stats(stats), first_bad,
+                            read_at=steps[-1] if before_update else self.global_step)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self.log("val/loss", loss_fn(self.model(batch[0]), batch[1]), prog_bar=True, batch_size=len(batch[1]))
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self.log("test/loss", loss_fn(self.model(batch[0]), batch[1]), batch_size=len(batch[1]))
+
+    def on_fit_start(self) -> None:
+        self.unread.clear()
+
+    def on_validation_start(self) -> None:
+        self.read_losses()
+
+    def on_train_end(self) -> None:
+        self.read_losses()
 
     def on_train_start(self) -> None:
         if self.trainer.is_global_zero and self.global_step == 0:
@@ -159,7 +210,9 @@ class NameGen(L.LightningModule):
         datamodule = self.trainer.datamodule
         if self.global_step == 0 and datamodule is not None:
             # the whole validation split with batch statistics: the loss as the first step sees it, without noise
-            self.init_loss = self.batch_statistics_loss(next(iter(datamodule.val_dataloader())))
+            # moved as Lightning moves every batch (the module's and datamodule's transfer hooks): any accelerator
+            batch = self.trainer.strategy.batch_to_device(next(iter(datamodule.val_dataloader())))
+            self.init_loss = self.batch_statistics_loss(batch)
             metrics = {"init/loss": self.init_loss, "init/uniform_loss": math.log(len(self.vocab))}
             for logger in self.loggers:
                 logger.log_metrics(metrics, step=0)
@@ -204,6 +257,7 @@ class NameGen(L.LightningModule):
     # -- checkpoints -------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.read_losses()  # never a checkpoint of diverged weights
         # Plain types only, so checkpoints load with torch.load(weights_only=True).
         checkpoint[CHECKPOINT_KEY] = {"version": CHECKPOINT_VERSION, "init_loss": self.init_loss}
 

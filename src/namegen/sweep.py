@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from namegen.errors import UserError, shown
-from namegen.resolvers import SWEPT_KEYS_ENV
+from namegen.resolvers import SWEPT_KEYS_ENV, announce_sweep
 from namegen.results import is_run, read_result, run_folders, write_atomic
 
 USAGE_ERROR = 2
@@ -149,7 +150,8 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
         overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
-        os.environ[SWEPT_KEYS_ENV] = ",".join(o.key_or_group for o in overrides if o.is_sweep_override())
+        # first: the jobs' folder names (namegen_job_name) are made of the swept keys
+        announce_sweep(Path(config.hydra.sweep.dir), [o.key_or_group for o in overrides if o.is_sweep_override()])
         try:
             self.check_sweep(config, config_name)
         except UserError as e:
@@ -180,7 +182,10 @@ class SweepCallback(Callback):
         refused: list[tuple[str, str]] = []  # (job folder, message)
         for i, job in enumerate(jobs or []):
             name = subdir(config, job, i)
-            cfg = compose(config_name, job)
+            try:
+                cfg = compose(config_name, job)
+            except HydraException:  # an unknown option or key: Hydra's own message, when it launches the job
+                continue
             cfg.run_dir = str(sweep_dir / name)  # set, not overridden: a job name holds '=', which Hydra would parse
             try:
                 validate(cfg, "hydra.sweep.subdir")

@@ -35,12 +35,34 @@ log = logging.getLogger(__name__)
 # Lightning's advertising and device banners on every run, and a deprecation inside Lightning itself (its
 # pytree helper on torch >= 2.10): noise in a training log, dropped by message, everything else kept.
 BANNERS = ("💡 Tip:", "GPU available:", "TPU available:", "HPU available:")
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-    lambda record: not str(record.msg).startswith(BANNERS))
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
-# `lightning` gives its logger a console handler of its own; passed on to the root logger too (Hydra's), each
-# line would print twice
-logging.getLogger("lightning").propagate = False
+
+
+def not_a_banner(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(BANNERS)
+
+
+@contextmanager
+def process_settings(threads: int | None) -> Iterator[None]:
+    """What a run sets for the whole process, for the run only: torch's thread count and the filters of
+    Lightning's log noise. A second train(cfg) in the same process (tests, a notebook, Hydra's basic launcher)
+    and the caller's own Lightning code find the process as it was."""
+    rank_zero, lightning = logging.getLogger("lightning.pytorch.utilities.rank_zero"), logging.getLogger("lightning")
+    before = torch.get_num_threads(), lightning.propagate
+    if threads is not None:
+        torch.set_num_threads(threads)
+    rank_zero.addFilter(not_a_banner)
+    # `lightning` gives its logger a console handler of its own; passed on to the root logger too (Hydra's),
+    # each line would print twice
+    lightning.propagate = False
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
+            yield
+    finally:
+        rank_zero.removeFilter(not_a_banner)
+        torch.set_num_threads(before[0])
+        lightning.propagate = before[1]
+
 
 def build_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
     """instantiate(node, **kwargs), with a bad argument reported as one line naming the config key."""
@@ -92,7 +114,7 @@ def hparams(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "data": os.path.basename(cfg.data.path) if cfg.data.source == "file" else cfg.data.source,
     }
-    swept = swept_keys() or []  # none outside a sweep
+    swept = swept_keys(cfg.run_dir) or []  # none outside a sweep
     for key in swept:
         if key not in values:
             values[key] = OmegaConf.select(cfg, GROUP_VALUE.get(key, key))
@@ -167,16 +189,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     its logs and its last good checkpoint; any other error propagates.
     """
     validate(cfg)
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    datamodule, module, trainer = build(cfg)
-    if not trainer.is_global_zero:  # the other processes of a DDP run follow rank zero's folder
-        return fit_and_record(cfg, run_dir, datamodule, module, trainer)
-    with folder_lock(run_dir):
-        return fit_and_record(cfg, run_dir, datamodule, module, trainer)
+    with process_settings(cfg.threads):
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        run_dir = Path(cfg.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        datamodule, module, trainer = build(cfg)
+        if not trainer.is_global_zero:  # the other processes of a DDP run follow rank zero's folder
+            return fit_and_record(cfg, run_dir, datamodule, module, trainer)
+        with folder_lock(run_dir):
+            return fit_and_record(cfg, run_dir, datamodule, module, trainer)
 
 
 def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule, module: NameGen,
@@ -262,7 +283,7 @@ def write_hparams(tb: TensorBoardLogger, values: dict[str, Any], metrics: dict[s
     from tensorboard.plugins.hparams import plugin_data_pb2
     from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-    swept = set(swept_keys() or [])
+    swept = set(swept_keys(tb.log_dir) or [])
     experiment, start, end = hparams_summaries(values, metrics)
     data = plugin_data_pb2.HParamsPluginData.FromString(experiment.value[0].metadata.plugin_data.content)
     for info in data.experiment.hparam_infos:
