@@ -233,9 +233,6 @@ def test_train_py_into_a_finished_run_folder_is_refused_and_writes_nothing(finis
     result = run_train(*RESUME, f"hydra.run.dir={finished}", timeout=120)
     assert result.returncode == 2 and "already holds a run" in result.stderr and "Traceback" not in result.stderr
     assert tree(finished) == before
-    result = run_train(*RESUME, f"resume={finished}", f"hydra.run.dir={finished.parent / 'b'}", timeout=120)
-    assert result.returncode == 2 and "continues that run in its own folder" in result.stderr
-    assert not (finished.parent / "b").exists()
 
 
 def test_dropped_words_are_a_warning_on_stderr(tmp_path):

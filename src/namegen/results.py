@@ -60,9 +60,8 @@ def run_folders(path: Path) -> list[Path]:
 def require_runs(path: Path) -> list[Path]:
     """`run_folders(path)`, or a UserError saying what to give instead."""
     if not path.is_dir():
-        what = "is a file, not a folder" if path.exists() else "no such folder"
-        raise UserError(f"{str(path)!r}: {what}; give a run folder (outputs/runs/<time>) or a sweep folder "
-                        "(outputs/sweeps/<time>)")
+        what = f"{str(path)!r} is a file, not a folder" if path.exists() else f"no such folder: {str(path)!r}"
+        raise UserError(f"{what}; give a run folder (outputs/runs/<time>) or a sweep folder (outputs/sweeps/<time>)")
     runs = run_folders(path)
     if not runs:
         raise UserError(f"{path} is neither a run folder nor a sweep folder of runs; give outputs/runs/<time> or "
