@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from namegen.budget import run_estimate
-from namegen.errors import ConfigError, UserError, is_positive_int, shown
+from namegen.errors import ConfigError, is_positive_int, shown
 from namegen.results import DATA_RECORD, RECORD, run_folders, what_run
 
 MAX_SEED = 2**32 - 1  # what seed_everything (numpy's seeding) accepts
@@ -218,12 +218,13 @@ def against_record(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, tuple], di
 def folder(cfg: DictConfig, key: str = "run_dir") -> None:
     """The run folder: writable; a folder that holds a run is only ever continued (resume), with the same config
     on the same data; `resume=<folder>` names the run folder itself."""
+    from namegen.paths import writable_folder
     from namegen.words import fingerprint
 
     run_dir = Path(cfg.run_dir)
     if is_other_rank():
         return
-    writable_folder_or_refuse(run_dir, key)
+    writable_folder(run_dir, key)
     resume = cfg.resume
     if not isinstance(resume, bool):
         if not Path(str(resume)).is_dir():
@@ -260,15 +261,6 @@ def folder(cfg: DictConfig, key: str = "run_dir") -> None:
             raise ConfigError(f"resume: the corpus changed since {run_dir} was trained ({then['bytes']:,} bytes, "
                               f"sha256 {then['sha256'][:12]} then; {now['bytes']:,} bytes, {now['sha256'][:12]} now): "
                               "its train/val/test split would differ; resume on the same corpus, or start a new run")
-
-
-def writable_folder_or_refuse(path: Path, key: str) -> None:
-    from namegen.paths import writable_folder
-
-    try:
-        writable_folder(path, key)
-    except UserError as e:
-        raise ConfigError(str(e)) from None
 
 
 # in order: later checks rely on what earlier ones established; the costly ones (the memory estimate, hashing the

@@ -161,10 +161,11 @@ class SweepCallback(Callback):
         """The sweep folder, then every job's config, before any job is launched or anything written."""
         from hydra import compose
 
-        from namegen.checks import validate, writable_folder_or_refuse
+        from namegen.checks import validate
+        from namegen.paths import writable_folder
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        writable_folder_or_refuse(sweep_dir, "hydra.sweep.dir")
+        writable_folder(sweep_dir, "hydra.sweep.dir")
         resume, runs = config.get("resume"), run_folders(sweep_dir)
         if resume is True and not runs:
             # every job would start over from step 0: the folder is new or mistyped, not a sweep to continue
