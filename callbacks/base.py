@@ -1,9 +1,8 @@
-"""What the diagnostics callbacks share: what to watch, what "flat" means, tag names, the step window.
+"""What the probes share: what "flat" means, the statistics, what to watch, and the hooks that record it.
 
-Nothing here knows namegen: the callbacks find what to watch in any LightningModule's
-module tree (activation modules by type, normalization layers by type, every
-parameter of 2 or more dimensions) and write to every logger the Trainer has.
-Each callback stands alone; any subset can run, in any order.
+Nothing here knows namegen or Lightning: the probes find what to watch in any module tree
+(activation modules by type, normalization layers by type, every parameter of 2 or more
+dimensions), and a `Recorder` holds one step's inputs, outputs and gradients of them.
 """
 
 from __future__ import annotations
@@ -13,10 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
-import lightning as L
 import torch
 import torch.nn as nn
-from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.hooks import RemovableHandle
 
 # ---------------------------------------------------------------------------
@@ -141,43 +138,102 @@ def weight_matrices(root: nn.Module) -> list[tuple[int, str, nn.Parameter]]:
     return [(j, name, p) for j, (name, p) in enumerate(matrices)]
 
 
-class Recorder:
-    """Forward hooks on the watched modules, for one step: each module's first input, output and output gradient.
+@dataclass(frozen=True)
+class Want:
+    """What a `Recorder` keeps of one module's first call in a step."""
 
-    The order in which the modules first run is the forward order (`order`). Only the first
-    call of each module is kept: a module called twice, or several forward passes in a step
-    (gradient accumulation), would mix other inputs in. `remove()` detaches every hook.
+    inputs: bool = False
+    outputs: bool = False
+    grads: bool = False
+
+    def __or__(self, other: "Want") -> "Want":
+        return Want(self.inputs or other.inputs, self.outputs or other.outputs, self.grads or other.grads)
+
+
+def keep_positions(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The entries of `t` at the positions `mask` keeps (a boolean tensor over the batch's positions, say (B, T)).
+
+    A tensor shaped (*mask.shape, units), such as a sequence model's (B, T, C) activations, keeps
+    its counted positions: (N, units). A tensor of position pairs (B, heads, T, T), such as the
+    attention logits, keeps the pairs whose two positions both count (flat). Any other shape is
+    kept whole: `None` says the mask does not apply to it.
+    """
+    if mask is None:
+        return t
+    if t.dim() == mask.dim() + 1 and t.shape[:-1] == mask.shape:
+        return t[mask]
+    if mask.dim() == 2 and t.dim() == 4 and t.shape[0] == mask.shape[0] and t.shape[2:] == (mask.shape[1],) * 2:
+        return t[(mask[:, None, :, None] & mask[:, None, None, :]).expand_as(t)]
+    return None
+
+
+class Recorder:
+    """Hooks on watched modules, for one step: each module's first input, output and output gradient.
+
+    The input is read in a forward *pre*-hook, before the module runs, so an in-place activation
+    (`LeakyReLU(inplace=True)`) cannot have overwritten it; the output and its gradient in a
+    forward hook. The order in which the modules first run is the forward order (`order`). Only
+    the first call of each module is kept: a module called twice, or several forward passes in a
+    step (gradient accumulation), would mix other inputs in. With a `mask` over the batch's
+    positions, only the positions it keeps are recorded (`keep_positions`); the modules whose
+    tensors it cannot apply to are listed in `unmasked`. `remove()` detaches every hook.
     """
 
-    def __init__(self, modules: Iterable[tuple[str, nn.Module]], inputs: bool = False, outputs: bool = False,
-                 grads: bool = False):
+    def __init__(self, modules: Iterable[tuple[str, nn.Module]] = (), inputs: bool = False, outputs: bool = False,
+                 grads: bool = False, mask: torch.Tensor | None = None):
         self.order: list[str] = []
         self.inputs: dict[str, torch.Tensor] = {}
         self.outputs: dict[str, torch.Tensor] = {}
         self.grads: dict[str, torch.Tensor] = {}
-        self.want = (inputs, outputs, grads)
-        self.handles: list[RemovableHandle] = [m.register_forward_hook(self.forward_hook(n), with_kwargs=True)
-                                               for n, m in modules]
+        self.unmasked: set[str] = set()
+        self.mask = mask
+        self.want: dict[str, Want] = {}
+        self.handles: list[RemovableHandle] = []
+        self.attach(modules, Want(inputs, outputs, grads))
 
-    def forward_hook(self, name: str):
-        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-            if name in self.order or not isinstance(output, torch.Tensor):
-                return
-            self.order.append(name)
-            inputs, outputs, grads = self.want
+    def attach(self, modules: Iterable[tuple[str, nn.Module]], want: Want) -> None:
+        """Record `want` of these modules too (a module attached twice is hooked once, with both wants)."""
+        for name, module in modules:
+            had = self.want.get(name)
+            self.want[name] = want if had is None else had | want
+            if had is None:
+                self.handles.append(module.register_forward_hook(self.forward_hook(name)))
+            if want.inputs and not (had and had.inputs):
+                self.handles.append(module.register_forward_pre_hook(self.pre_hook(name), with_kwargs=True))
+
+    def kept(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        kept = keep_positions(t, self.mask)
+        if kept is None:
+            self.unmasked.add(name)
+            return t
+        return kept
+
+    def pre_hook(self, name: str):
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             x = args[0] if args else next(iter(kwargs.values()), None)  # the input, however it was passed
-            if inputs and isinstance(x, torch.Tensor):
-                self.inputs[name] = x.detach().clone()  # an in-place activation would overwrite it
-            if outputs:
-                self.outputs[name] = output.detach()
-            if grads and output.requires_grad:
-                self.handles.append(output.register_hook(lambda g: self.grads.__setitem__(name, g.detach())))
+            if name not in self.inputs and isinstance(x, torch.Tensor):
+                # copied: an in-place module (or a later in-place op) overwrites the tensor itself
+                self.inputs[name] = self.kept(name, x.detach()).clone()
 
         return hook
 
-    def indexed(self) -> list[tuple[int, str]]:
-        """(forward index, name) of every module that ran."""
-        return list(enumerate(self.order))
+    def forward_hook(self, name: str):
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if name in self.order or not isinstance(output, torch.Tensor):
+                return
+            self.order.append(name)
+            want = self.want[name]
+            if want.outputs:
+                self.outputs[name] = self.kept(name, output.detach())
+            if want.grads and output.requires_grad:
+                self.handles.append(output.register_hook(
+                    lambda g: self.grads.__setitem__(name, self.kept(name, g.detach()))))
+
+        return hook
+
+    def view(self, names: Iterable[str]) -> "Records":
+        """The records of `names` alone, indexed by their own forward order."""
+        return Records(self, set(names))
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -185,8 +241,20 @@ class Recorder:
         self.handles.clear()
 
 
+class Records:
+    """One probe's share of a `Recorder`: the same tensors, its own modules' forward order."""
+
+    def __init__(self, recorder: Recorder, names: set[str]):
+        self.order = [name for name in recorder.order if name in names]
+        self.inputs, self.outputs, self.grads = recorder.inputs, recorder.outputs, recorder.grads
+
+    def indexed(self) -> list[tuple[int, str]]:
+        """(forward index, name) of every module of this view that ran."""
+        return list(enumerate(self.order))
+
+
 # ---------------------------------------------------------------------------
-# the callbacks' skeleton
+# arguments
 
 
 def check_interval(name: str, value: Any, allow_none: bool = False) -> None:
@@ -196,150 +264,3 @@ def check_interval(name: str, value: Any, allow_none: bool = False) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         extra = " or null to turn it off" if allow_none else ""
         raise ValueError(f"{name}={value!r} must be a positive integer (a number of optimizer steps){extra}")
-
-
-class StepDiagnostic(L.Callback):
-    """A diagnostic that looks at one optimizer step every `every_n_steps` (step 0 and the last step included).
-
-    Steps are counted by `trainer.global_step`: the values written at step s come from the
-    forward pass that saw s updates. Through Lightning's public hooks only, on rank zero:
-
-    - `on_train_batch_start`: `start_step` (attach forward hooks, snapshots);
-    - `on_before_optimizer_step`: `before_update`: gradients final, weights not yet changed;
-    - `on_train_batch_end`, once `global_step` has moved (after gradient accumulation): `end_step`,
-      then `release` drops every hook and tensor.
-
-    A module that steps its optimizer several times in one batch (manual optimization) is
-    seen at its first step's gradients; the update then spans the batch.
-    """
-
-    def __init__(self, every_n_steps: int, histogram_every_n_steps: int | None = None) -> None:
-        check_interval("every_n_steps", every_n_steps)
-        check_interval("histogram_every_n_steps", histogram_every_n_steps, allow_none=True)
-        self.every_n_steps = every_n_steps
-        self.histogram_every_n_steps = histogram_every_n_steps
-        self.step: int | None = None  # the step being watched
-        self.updated = False
-        self.warned: set[str] = set()
-
-    # -- what subclasses fill in ---------------------------------------------------
-
-    def start_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Attach hooks / take snapshots before the forward pass."""
-
-    def before_update(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Gradients are final and the weights are still those the forward pass used."""
-
-    def end_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """The optimizer has stepped; write what was recorded."""
-
-    def release(self) -> None:
-        """Drop every hook and tensor of the step; also called on teardown and on an exception."""
-
-    # -- scheduling ------------------------------------------------------------------
-
-    def due(self, trainer: L.Trainer, step: int) -> bool:
-        return step % self.every_n_steps == 0 or step == trainer.max_steps - 1
-
-    def histograms_due(self, trainer: L.Trainer, step: int) -> bool:
-        every = self.histogram_every_n_steps
-        return every is not None and (step % every == 0 or step == trainer.max_steps - 1)
-
-    # -- writing -------------------------------------------------------------------
-
-    def log_scalars(self, trainer: L.Trainer, metrics: dict[str, float]) -> None:
-        """To every logger, in one call each, at the watched step."""
-        finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
-        for logger in trainer.loggers:
-            logger.log_metrics(finite, step=self.step)
-
-    def writers(self, trainer: L.Trainer, kind: str) -> list[Any]:
-        """The experiments of the loggers that take `kind` (histogram, image): TensorBoard's SummaryWriter and
-        alike. Warns once per kind about the loggers that can't."""
-        method = f"add_{kind}"
-        able = [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, method)]
-        unable = [type(lg).__name__ for lg in trainer.loggers if not hasattr(lg.experiment, method)]
-        if unable and kind not in self.warned:
-            self.warned.add(kind)
-            rank_zero_warn(f"{type(self).__name__}: {', '.join(unable)} cannot hold {kind}s; they are skipped there "
-                           "(scalars still go to every logger)")
-        return able
-
-    # -- Lightning hooks -----------------------------------------------------------
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        step = trainer.global_step
-        if self.step is not None or not trainer.is_global_zero or not trainer.loggers or not self.due(trainer, step):
-            return
-        self.step, self.updated = step, False
-        self.start_step(trainer, pl_module)
-
-    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        if self.step is None or self.updated:
-            return
-        self.updated = True
-        with torch.no_grad():
-            self.before_update(trainer, pl_module)
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        if self.step is None or trainer.global_step == self.step:
-            return  # not watching, or no update yet (gradient accumulation)
-        try:
-            with torch.no_grad():
-                self.end_step(trainer, pl_module)
-        finally:
-            self.finish()
-
-    def finish(self) -> None:
-        self.step = None
-        self.release()
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.finish()
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self.finish()
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.finish()
-
-
-class ModuleDiagnostic(StepDiagnostic):
-    """A diagnostic that records the watched modules (activations, or `modules` / `pattern`) through a `Recorder`."""
-
-    record: dict[str, bool] = {}  # Recorder flags: inputs, outputs, grads
-
-    def __init__(self, every_n_steps: int, histogram_every_n_steps: int | None = None,
-                 modules: Sequence[str] | None = None, pattern: str | None = None,
-                 saturation_threshold: float = SATURATION_THRESHOLD) -> None:
-        super().__init__(every_n_steps, histogram_every_n_steps)
-        check_selection(modules, pattern)
-        self.modules = list(modules) if modules is not None else None
-        self.pattern = pattern
-        self.saturation_threshold = check_threshold(saturation_threshold)
-        self.rules = flat_rules(self.saturation_threshold)
-        self.watched: list[tuple[str, nn.Module]] = []
-        self.rule_of: dict[str, FlatRule | None] = {}  # each watched module's flat region, None for a non-activation
-        self.recorder: Recorder | None = None
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
-        self.watched = select_modules(pl_module, lambda m: rule_for(m, self.rules) is not None, self.modules, self.pattern)
-        self.rule_of = {name: rule_for(m, self.rules) for name, m in self.watched}
-        if not self.watched:
-            what = (f"no module of {type(pl_module).__name__} matches pattern={self.pattern!r}"
-                    if self.pattern is not None else
-                    f"{type(pl_module).__name__} has no activation modules of a known type "
-                    f"({', '.join(t.__name__ for t in self.rules)}); give modules=[...] or pattern=... to watch")
-            rank_zero_warn(f"{type(self).__name__}: {what}")
-
-    def start_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.recorder = Recorder(self.watched, **self.record)
-
-    def release(self) -> None:
-        if self.recorder is not None:
-            self.recorder.remove()
-            self.recorder = None
-

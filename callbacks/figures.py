@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-import lightning as L
 import numpy as np
 import torch
-
-from callbacks.base import (
-    SATURATION_THRESHOLD, ModuleDiagnostic, activation_summary, check_interval, grad_data_ratio, update_ratio,
-    weight_matrices,
-)
-from callbacks.tags import FIGURES
+import torch.nn as nn
 from lightning.pytorch.utilities import rank_zero_warn
+
+from callbacks.base import SATURATION_THRESHOLD, Want, activation_summary, check_interval
+from callbacks.diagnostics import Diagnostics
 from callbacks.plots import distributions, new_axes, render, update_ratios
+from callbacks.probe import ModuleProbe, Step
+from callbacks.schedule import Due, Schedule
+from callbacks.tags import FIGURES
 
 BINS = 50
 
@@ -27,71 +27,75 @@ def density(values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return (edges[:-1] + edges[1:]) / 2, hist
 
 
-class DiagnosticFigures(ModuleDiagnostic):
-    """Writes makemore's five diagnostic plots as images at step 0, every `every_n_steps` and at the last step.
+class Figures(ModuleProbe):
+    """makemore's five diagnostic plots, as images, on the figure steps.
 
     figures/activations        distribution of each activation's output; legend: mean, std, saturation %
     figures/activation_grads   distribution of the gradient of each activation's output; legend: mean, std
     figures/weight_grads       distribution of each weight matrix's gradient; legend: shape, std, grad:data ratio
     figures/update_ratios      log10 update:data ratio of each weight matrix over the steps so far, with the
-                               -3 guide line, measured by this callback every `update_every_n_steps`
+                               -3 guide line, measured on every scalar and figure step (`history`, kept in
+                               checkpoints, started afresh by each fit)
     figures/saturation_map     one activation's units x examples, white where the unit is in its flat region
 
-    Drawing the five costs about half a second (matplotlib), so the default interval is sparse.
-    It stands alone: it measures the update ratios it plots itself.
-
-    Example::
-
-        trainer = L.Trainer(logger=TensorBoardLogger("runs"), callbacks=[DiagnosticFigures(every_n_steps=10000)])
+    Drawing the five costs about half a second (matplotlib), so figure steps should be sparse.
 
     Args:
-        every_n_steps: draw the figures every this many optimizer steps, at step 0 and at the last step.
-        update_every_n_steps: measure the update ratios for figures/update_ratios every this many steps.
         saturation_layer: the activation (in forward order) of the saturation map; negative counts from the last.
-        modules, pattern, saturation_threshold: as for `ActivationStats`.
+        modules, pattern, saturation_threshold: as for `Activations`.
     """
 
-    record = {"inputs": True, "outputs": True, "grads": True}
+    key = FIGURES
 
-    def __init__(self, every_n_steps: int = 10000, update_every_n_steps: int = 500, saturation_layer: int = 0,
-                 modules: Sequence[str] | None = None, pattern: str | None = None,
+    def __init__(self, saturation_layer: int = 0, modules: Sequence[str] | None = None, pattern: str | None = None,
                  saturation_threshold: float = SATURATION_THRESHOLD) -> None:
-        super().__init__(every_n_steps, None, modules, pattern, saturation_threshold)
-        check_interval("update_every_n_steps", update_every_n_steps)
+        super().__init__(modules, pattern, saturation_threshold)
         if not isinstance(saturation_layer, int) or isinstance(saturation_layer, bool):
             raise ValueError(f"saturation_layer={saturation_layer!r} must be an integer index (negative counts from the last)")
-        self.update_every_n_steps = update_every_n_steps
         self.saturation_layer = saturation_layer
         self.history: dict[str, list[tuple[int, float]]] = {}
-        self.before: dict[str, torch.Tensor] = {}
         self.weight_grads: list[tuple[str, tuple[int, ...], torch.Tensor, float]] = []
+        self.warned: set[str] = set()
+        self.step: int | None = None  # the step being drawn
+        self.recorder = None  # its records, while drawing
 
-    def figures_due(self, trainer: L.Trainer, step: int) -> bool:
-        return super().due(trainer, step)
+    def check(self, schedule: Schedule) -> None:
+        if schedule.figures_every_n_steps is None:
+            raise ValueError("figures_every_n_steps=None draws no figures; give it a number of steps, or leave the "
+                             "Figures probe out")
 
-    def due(self, trainer: L.Trainer, step: int) -> bool:
-        return self.figures_due(trainer, step) or step % self.update_every_n_steps == 0
+    def reset(self) -> None:
+        self.history = {}
 
-    def start_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.figures_due(trainer, self.step):  # an update-ratio-only step records no activations
-            super().start_step(trainer, pl_module)
+    def active(self, due: Due) -> bool:
+        return due.scalars or due.figures  # the update-ratio history grows on the scalar steps
 
-    def before_update(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        matrices = weight_matrices(pl_module)
-        self.before = {name: p.detach().clone() for _, name, p in matrices}
-        if self.figures_due(trainer, self.step):  # copied now: after the update the weights no longer match them
-            self.weight_grads = [(name, tuple(p.shape), p.grad.detach().clone(), grad_data_ratio(p.grad, p))
-                                 for _, name, p in matrices if p.grad is not None]
+    def watch(self, due: Due) -> list[tuple[str, nn.Module, Want]]:
+        if not due.figures:
+            return []
+        return [(name, m, Want(inputs=self.reads_input(name), outputs=True, grads=True)) for name, m in self.watched]
 
-    def end_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for _, name, p in weight_matrices(pl_module):
-            if name in self.before:
-                self.history.setdefault(name, []).append((self.step, update_ratio(p.detach(), self.before[name])))
-        if self.recorder is None or not self.recorder.order:
-            return
-        writers = self.writers(trainer, "image")
-        if not writers:
-            return
+    def wants_snapshot(self, due: Due) -> bool:
+        return True
+
+    def before_update(self, step: Step) -> None:
+        if step.due.figures:  # copied now: after the update the weights no longer match them
+            ratios = step.grad_data_ratios()
+            self.weight_grads = [(name, tuple(p.shape), p.grad.detach().clone(), ratios[name])
+                                 for _, name, p in step.matrices if p.grad is not None]
+
+    def after_update(self, step: Step) -> None:
+        for name, ratio in step.update_ratios().items():
+            self.history.setdefault(name, []).append((step.global_step, ratio))
+        writers = step.writers("image") if step.due.figures else []
+        self.step, self.recorder = step.global_step, self.records(step)
+        try:
+            if writers and self.recorder.order:
+                self.draw(writers)
+        finally:
+            self.step, self.recorder, self.weight_grads = None, None, []
+
+    def draw(self, writers: list[Any]) -> None:
         figures = {
             "activations": self.activations_figure(),
             "activation_grads": self.activation_grads_figure(),
@@ -103,10 +107,6 @@ class DiagnosticFigures(ModuleDiagnostic):
             image = render(fig)
             for writer in writers:
                 writer.add_image(f"{FIGURES}/{name}", image, global_step=self.step, dataformats="HWC")
-
-    def release(self) -> None:
-        super().release()
-        self.before, self.weight_grads = {}, []
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": {name: [list(point) for point in points] for name, points in self.history.items()}}
@@ -153,3 +153,28 @@ class DiagnosticFigures(ModuleDiagnostic):
         ax.set_title(f"{name}, step {self.step}: white where {rule.text} ({flat.float().mean().item():.1%})")
         ax.imshow(flat.cpu().numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
         return fig
+
+
+class DiagnosticFigures(Diagnostics):
+    """`Diagnostics` with the `Figures` probe alone: the five figures at step 0, every `every_n_steps` and at the
+    last step; the update ratios they plot measured every `update_every_n_steps`.
+
+    Example::
+
+        trainer = L.Trainer(logger=TensorBoardLogger("runs"), callbacks=[DiagnosticFigures(every_n_steps=10000)])
+
+    Args:
+        every_n_steps: draw the figures every this many optimizer steps, at step 0 and at the last step.
+        update_every_n_steps: measure the update ratios for figures/update_ratios every this many steps.
+        saturation_layer, modules, pattern, saturation_threshold: as for `Figures`.
+        ignore_index, mask_fn: as for `Diagnostics`.
+    """
+
+    def __init__(self, every_n_steps: int = 10000, update_every_n_steps: int = 500, saturation_layer: int = 0,
+                 modules: Sequence[str] | None = None, pattern: str | None = None,
+                 saturation_threshold: float = SATURATION_THRESHOLD, ignore_index: int | None = None,
+                 mask_fn: Callable[[Any], torch.Tensor] | None = None) -> None:
+        check_interval("every_n_steps", every_n_steps)
+        check_interval("update_every_n_steps", update_every_n_steps)
+        super().__init__(update_every_n_steps, None, every_n_steps,
+                         [Figures(saturation_layer, modules, pattern, saturation_threshold)], ignore_index, mask_fn)

@@ -19,7 +19,11 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from callbacks import ActivationStats, DiagnosticFigures, GradientStats, UpdateRatio
+from callbacks import (
+    Activations, ActivationStats, DiagnosticFigures, Diagnostics, GradientStats, Gradients, Probe, UpdateRatio,
+    UpdateRatios,
+)
+from callbacks.base import keep_positions
 from conftest import read_events
 
 X = torch.tensor([[0.5, -1.0, 2.0, 0.1], [1.5, 0.3, -0.2, -2.0], [-0.7, 0.8, 0.4, 1.2], [2.0, -0.5, -1.5, 0.6],
@@ -75,13 +79,15 @@ def batches(n: int, x=X, y=Y) -> DataLoader:
     return DataLoader([(x, y)] * n, batch_size=None)  # batch_size=None: each item is already a batch
 
 
-def fit(module, callbacks, log_dir: Path, max_steps=1, loggers=None, train=None, val=None, **kwargs) -> L.Trainer:
+def fit(module, callbacks, log_dir: Path, max_steps=1, loggers=None, train=None, val=None, ckpt_path=None,
+        **kwargs) -> L.Trainer:
     loggers = loggers if loggers is not None else [TensorBoardLogger(save_dir=log_dir, name="", version="")]
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=max_steps, logger=loggers, callbacks=callbacks,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, val_check_interval=1000, check_val_every_n_epoch=None,
                         log_every_n_steps=1, **kwargs)
-    trainer.fit(module, train_dataloaders=train or batches(max_steps + 2), val_dataloaders=val or batches(1))
+    trainer.fit(module, train_dataloaders=train or batches(max_steps + 2), val_dataloaders=val or batches(1),
+                ckpt_path=ckpt_path)
     return trainer
 
 
@@ -196,15 +202,150 @@ def test_modules_or_a_pattern_override_the_discovery(tmp_path):
         fit(Foreign(), [ActivationStats(1, modules=["net.9"])], tmp_path / "bad")
 
 
+class InPlace(L.LightningModule):
+    """Linear -> an in-place activation -> Linear: the activation overwrites its input with its output."""
+
+    def __init__(self, act: nn.Module):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(4, 6), act, nn.Linear(6, 3))
+        with torch.no_grad():
+            self.net[0].weight.mul_(4.0)  # pre-activations well below -3 too: the smooth units' flat tail
+
+    def training_step(self, batch, batch_idx):
+        return F.cross_entropy(self.net(batch[0]), batch[1])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("act,flat", [
+    (nn.LeakyReLU(0.1, inplace=True), lambda z: z <= 0),
+    (nn.ELU(inplace=True), lambda z: z < -3),
+    (nn.SiLU(inplace=True), lambda z: z < -3),
+    (nn.Mish(inplace=True), lambda z: z < -3),
+])
+def test_in_place_activations_record_their_true_input(tmp_path, act, flat):
+    """Issue 19: the input was read after an in-place activation had overwritten it with its output."""
+    module = InPlace(act)
+    with torch.no_grad():
+        z = X @ module.net[0].weight.T + module.net[0].bias  # the pre-activation, by hand
+    expected = flat(z).float().mean().item()
+    assert 0 < expected < 1
+    fit(module, [ActivationStats(1, 1)], tmp_path)
+    acc = read_events(tmp_path)
+    assert close(scalars(acc, "act/00.net.1/saturation")[0], expected)
+    preact = acc.Histograms("preact/00.net.1")[0].histogram_value
+    assert math.isclose(preact.sum, z.sum().item(), rel_tol=1e-5) and math.isclose(preact.min, z.min().item(), rel_tol=1e-5)
+
+
+class Late(Foreign):
+    """Foreign's network, built in `configure_model` (as for sharded models) instead of `__init__`."""
+
+    def __init__(self):
+        L.LightningModule.__init__(self)
+        self.lr, self.optimizer, self.net = 0.1, "sgd", None
+
+    def configure_model(self):
+        if self.net is None:
+            self.net = Foreign().net
+
+
+def test_modules_built_in_configure_model_are_watched(tmp_path):
+    """Issue 19: discovery ran in `setup`, before Lightning calls `configure_model`."""
+    p, h = hand_pass(Foreign())  # the same weights
+    fit(Late(), [Diagnostics(1, None, None, probes=[Activations(), Gradients(), UpdateRatios()])], tmp_path)
+    acc = read_events(tmp_path)
+    assert close(scalars(acc, "act/01.net.4/std")[0], h["t"].std().item())
+    assert close(scalars(acc, "grad/00.net.2/std")[0], h["r"].grad.std().item())
+    assert close(scalars(acc, "grad_data_ratio/01.net.3.weight")[0],
+                 (p["net.3.weight"].grad.std() / p["net.3.weight"].std()).item())
+    assert list(scalars(acc, "update_ratio/02.net.5.weight")) == [0]
+
+
+def history_steps(callback) -> set[tuple[int, ...]]:
+    return {tuple(step for step, _ in points) for points in callback.state_dict()["figures"]["history"].values()}
+
+
+def test_two_fits_with_one_figures_callback_do_not_share_the_history_and_a_resume_keeps_it(tmp_path):
+    """Issue 19: `DiagnosticFigures.history` was never reset between fits."""
+    figures = DiagnosticFigures(every_n_steps=100, update_every_n_steps=1)
+    trainer = fit(Foreign(), [figures], tmp_path / "one", max_steps=3)
+    assert history_steps(figures) == {(0, 1, 2)}
+    trainer.save_checkpoint(tmp_path / "three.ckpt")
+    fit(Foreign(), [figures], tmp_path / "two", max_steps=2)
+    assert history_steps(figures) == {(0, 1)}  # the second fit's steps alone
+    resumed = DiagnosticFigures(every_n_steps=100, update_every_n_steps=1)
+    fit(Foreign(), [resumed], tmp_path / "resumed", max_steps=5, ckpt_path=tmp_path / "three.ckpt")
+    assert history_steps(resumed) == {(0, 1, 2, 3, 4)}  # restored after the reset, then continued
+
+
+class Padded(L.LightningModule):
+    """A tiny next-token model over sequences padded with target -1 (the loss ignores those positions)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb, self.net = nn.Embedding(5, 4), nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 5))
+        with torch.no_grad():
+            self.net[0].weight.mul_(3.0)  # some tanh units in their flat tails
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.net(self.emb(x))
+        return F.cross_entropy(logits.view(-1, 5), y.view(-1), ignore_index=-1)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+SEQ_X = torch.tensor([[0, 3, 1, 4], [0, 2, 0, 0], [0, 1, 2, 0]])
+SEQ_Y = torch.tensor([[3, 1, 4, 0], [2, 0, -1, -1], [1, 2, 0, -1]])  # 9 of 12 positions count
+
+
+@pytest.mark.parametrize("masking", [{"ignore_index": -1}, {"mask_fn": lambda batch: batch[1] >= 0}])
+def test_padded_positions_are_left_out_of_the_statistics(tmp_path, masking):
+    module = Padded()
+    p = {k: v.detach().clone().requires_grad_() for k, v in module.named_parameters()}
+    h = torch.tanh(p["emb.weight"][SEQ_X] @ p["net.0.weight"].T + p["net.0.bias"])  # (3, 4, 6), by hand
+    h.retain_grad()
+    logits = h @ p["net.2.weight"].T + p["net.2.bias"]
+    F.cross_entropy(logits.view(-1, 5), SEQ_Y.view(-1), ignore_index=-1).backward()
+    keep = SEQ_Y != -1
+    t, g = h.detach()[keep], h.grad[keep]  # (9, 6): the positions that count
+    expected = {"act/00.net.1/mean": t.mean(), "act/00.net.1/std": t.std(),
+                "act/00.net.1/saturation": (t.abs() > 0.97).float().mean(),
+                "act/00.net.1/dead": (t.abs() > 0.97).all(0).float().mean(),
+                "grad/00.net.1/mean": g.mean(), "grad/00.net.1/std": g.std()}
+    assert abs(t.std() - h.detach().std()) > 0.01 and abs(g.std() - h.grad.std()) > 1e-4  # padding would show
+    assert 0 < expected["act/00.net.1/saturation"] < 1
+    train = DataLoader([(SEQ_X, SEQ_Y)] * 3, batch_size=None)
+    fit(module, [Diagnostics(1, 1, None, probes=[Activations(), Gradients()], **masking)], tmp_path, train=train,
+        val=train)
+    acc = read_events(tmp_path)
+    for tag, value in expected.items():
+        assert close(scalars(acc, tag)[0], value.item()), tag
+    assert acc.Histograms("act/00.net.1")[0].histogram_value.num == t.numel()
+
+
+def test_a_mask_keeps_the_positions_of_per_position_tensors_and_the_pairs_of_attention_logits():
+    mask = torch.tensor([[True, True, False]])  # one sequence, its last position padding
+    units = torch.arange(6.0).view(1, 3, 2)  # (B, T, C)
+    assert keep_positions(units, mask).tolist() == [[0.0, 1.0], [2.0, 3.0]]
+    pairs = torch.arange(18.0).view(1, 2, 3, 3)  # (B, heads, T, T): entry [0, h, i, j] = 9h + 3i + j
+    assert keep_positions(pairs, mask).tolist() == [0.0, 1.0, 3.0, 4.0, 9.0, 10.0, 12.0, 13.0]  # i, j in {0, 1}
+    assert keep_positions(torch.zeros(2, 3, 4, 5), mask) is None  # no dimension fits: not masked (and warned)
+
+
 # ---------------------------------------------------------------------------
 # when the callbacks look, and that they leave nothing behind
 
 
 def forward_hooks(module: nn.Module) -> int:
-    return sum(len(m._forward_hooks) for m in module.modules())
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
 
 
-class Probe(L.Callback):
+class HookCount(L.Callback):
     """The number of forward hooks on the module in the middle of each optimizer step."""
 
     def __init__(self):
@@ -215,7 +356,7 @@ class Probe(L.Callback):
 
 
 def test_hooks_live_only_on_logging_steps_and_the_last_step_is_one(tmp_path):
-    probe = Probe()
+    probe = HookCount()
     module = Foreign()
     fit(module, [probe, ActivationStats(4, None), GradientStats(4, None), UpdateRatio(4)], tmp_path, max_steps=10)
     assert sorted(step for step, n in probe.hooks.items() if n) == [0, 4, 8, 9]  # every 4 steps and the last
@@ -223,6 +364,47 @@ def test_hooks_live_only_on_logging_steps_and_the_last_step_is_one(tmp_path):
     acc = read_events(tmp_path)
     for tag in ("act/01.net.4/std", "grad/00.net.2/std", "update_ratio/00.net.0.weight"):
         assert list(scalars(acc, tag)) == [0, 4, 8, 9], tag
+
+
+def test_scalars_histograms_and_figures_each_keep_their_own_interval_and_hooks_live_on_their_union(tmp_path):
+    """Issue 19: scalars every 4 and histograms every 6 on a 20-step run wrote histograms at 0, 12, 19."""
+    probe, module = HookCount(), Foreign()
+    diagnostics = Diagnostics(every_n_steps=4, histogram_every_n_steps=6, figures_every_n_steps=10)
+    fit(module, [probe, diagnostics], tmp_path, max_steps=20)
+    acc = read_events(tmp_path)
+    assert list(scalars(acc, "act/01.net.4/std")) == [0, 4, 8, 12, 16, 19]  # and at the last step, index 19
+    assert list(scalars(acc, "update_ratio/00.net.0.weight")) == [0, 4, 8, 12, 16, 19]
+    for tag in ("act/01.net.4", "preact/01.net.4", "grad/00.net.2", "weight_grad/00.net.0.weight"):
+        assert [e.step for e in acc.Histograms(tag)] == [0, 6, 12, 18, 19], tag
+    drawn = sorted(e.step for tag in acc.Tags()["images"] if tag.endswith("/activations") for e in acc.Images(tag))
+    assert drawn == [0, 10, 19]
+    union = [0, 4, 6, 8, 10, 12, 16, 18, 19]
+    assert sorted(step for step, n in probe.hooks.items() if n) == union  # no hook on any other step
+    assert [s for s in range(20) if diagnostics.records_at(s)] == union
+    assert forward_hooks(module) == 0
+
+
+class Snapshots(Probe):
+    """A probe of one's own: asks for the weights before the update, keeps what it was given."""
+
+    def __init__(self, key):
+        self.key, self.seen = key, []
+
+    def wants_snapshot(self, due):
+        return True
+
+    def after_update(self, step):
+        self.seen.append(step.before)
+
+
+def test_probes_share_one_copy_of_the_weights_per_step(tmp_path):
+    first, second = Snapshots("a"), Snapshots("b")
+    module = Foreign()
+    before = module.net[3].weight.detach().clone()
+    fit(module, [Diagnostics(2, None, None, probes=[first, UpdateRatios(), second])], tmp_path, max_steps=3)
+    assert len(first.seen) == 2  # steps 0 and 2 (the last)
+    assert all(a is b for a, b in zip(first.seen, second.seen))  # the same copy, not one per probe
+    assert torch.equal(first.seen[0]["net.3.weight"], before)  # taken before the first update
 
 
 def test_validation_does_not_reach_the_statistics(tmp_path):
@@ -248,10 +430,11 @@ def test_figures_are_images_of_the_logging_steps(tmp_path):
 
 
 def test_without_a_logger_the_callbacks_do_nothing_and_the_run_completes(tmp_path):
-    module = Foreign()
-    fit(module, [ActivationStats(1), GradientStats(1), UpdateRatio(1), DiagnosticFigures(1)], tmp_path,
+    module, diagnostics = Foreign(), Diagnostics(1, 1, 1)
+    fit(module, [ActivationStats(1), GradientStats(1), UpdateRatio(1), DiagnosticFigures(1), diagnostics], tmp_path,
         max_steps=2, loggers=False)
     assert not list(tmp_path.glob("events.out.tfevents.*"))
+    assert not any(diagnostics.records_at(step) for step in range(2))  # a compiled module need not run eager
 
 
 @pytest.mark.parametrize("make,match", [
@@ -262,6 +445,14 @@ def test_without_a_logger_the_callbacks_do_nothing_and_the_run_completes(tmp_pat
     (lambda: GradientStats(pattern="("), r"pattern='\(' is not a regular expression"),
     (lambda: UpdateRatio(every_n_steps=True), r"every_n_steps=True must be a positive integer"),
     (lambda: DiagnosticFigures(saturation_layer=1.5), r"saturation_layer=1.5 must be an integer"),
+    (lambda: DiagnosticFigures(update_every_n_steps=0), r"update_every_n_steps=0 must be a positive integer"),
+    (lambda: Diagnostics(figures_every_n_steps=None), r"figures_every_n_steps=None draws no figures"),
+    (lambda: Diagnostics(histogram_every_n_steps=2.5), r"histogram_every_n_steps=2.5 must be a positive integer"),
+    (lambda: Diagnostics(probes=[Activations(), Activations(pattern="x")]), r"same tags \(act\)"),
+    (lambda: Diagnostics(probes=[Activations, Gradients()]), r"is not a probe"),
+    (lambda: Diagnostics(probes=[Probe()]), r"Probe has no key"),
+    (lambda: Diagnostics(ignore_index=-1.0), r"ignore_index=-1.0 must be an integer"),
+    (lambda: Diagnostics(ignore_index=-1, mask_fn=lambda b: b[1] >= 0), r"not both"),
 ])
 def test_bad_arguments_are_refused_with_the_value_and_the_range(make, match):
     with pytest.raises(ValueError, match=match):

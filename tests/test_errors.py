@@ -103,8 +103,8 @@ def test_bad_numbers(tmp_path, override, message):
 
 
 def test_a_bad_callback_argument_names_its_config_key(tmp_path):
-    with pytest.raises(ConfigError, match="callbacks.activations: .*every_n_steps"):
-        train(make_cfg(tmp_path, *FAST, "callbacks.activations.every_n_steps=0"))
+    with pytest.raises(ConfigError, match="callbacks.diagnostics: .*every_n_steps"):
+        train(make_cfg(tmp_path, *FAST, "callbacks.diagnostics.every_n_steps=0"))
 
 
 def test_a_user_mistake_is_one_line_exit_2_before_lightning_loads_and_leaves_no_folder(tmp_path):

@@ -5,6 +5,7 @@
     python -m namegen.bench sweep                                        # the default 2x2 sweep's wall time
     python -m namegen.bench compile                                      # torch.compile against eager
     python -m namegen.bench commands                                     # how long a user waits for a command
+    python -m namegen.bench diagnosis --data ../shared/data/names.txt    # seeded faults: detection and repair
 
 throughput: each round runs every contender once, in turn, in this one process (so
 the machine's noise hits them alike); the report gives each one's median steps/s and
@@ -264,17 +265,25 @@ def bench_commands(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["throughput", "quality", "sweep", "compile", "commands"], nargs="?",
+    p.add_argument("what", choices=["throughput", "quality", "sweep", "compile", "commands", "diagnosis"], nargs="?",
                    default="throughput")
     p.add_argument("--data", help="a word file (default: the built-in names_first)")
     p.add_argument("--steps", type=int, default=5000, help="throughput: training steps per run (default 5000)")
     p.add_argument("--rounds", type=int, default=5, help="throughput: interleaved rounds (default 5)")
     p.add_argument("--norm", default="batchnorm", help="throughput: none, batchnorm or layernorm (default batchnorm)")
     p.add_argument("--out", default="outputs/bench", help="scratch folder for the namegen runs")
+    p.add_argument("--reuse", help="diagnosis: an earlier benchmark's folder; its runs whose config is identical are "
+                                   "diagnosed again instead of trained again")
     args = p.parse_args(argv)
     if args.steps <= WARMUP:
         p.error(f"--steps must exceed the {WARMUP} warm-up steps")
     torch.set_num_threads(1)
+    if args.what == "diagnosis":
+        from namegen.bench_diagnosis import bench_diagnosis
+
+        if not args.data:
+            raise SystemExit("diagnosis needs --data (makemore's names.txt)")
+        return bench_diagnosis(args.data, Path(args.out), reuse=Path(args.reuse) if args.reuse else None)
     {"throughput": bench_throughput, "quality": bench_quality, "sweep": bench_sweep, "compile": bench_compile,
      "commands": bench_commands}[
         args.what

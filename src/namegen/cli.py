@@ -88,9 +88,22 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> None:
-    from namegen.diagnosis import cmd_diagnose as diagnose
+    from namegen.diagnosis import diagnose_run, report_text
+    from namegen.errors import UserError
+    from namegen.results import is_run
 
-    print(diagnose(args.path))
+    if args.run and not args.fix:
+        raise UserError("--run runs the fix: give it with --fix (namegen diagnose RUN --fix --run)")
+    if not args.fix:
+        print(report_text(args.path))
+        return
+    from namegen.diagnosis.repair import fix_command, run_fix, shown
+
+    run = Path(args.path)
+    if not is_run(run):
+        raise UserError(f"--fix needs one run folder, not {str(run)!r}; give outputs/runs/<time> or one run of a sweep")
+    diagnosis = diagnose_run(run)
+    print(run_fix(run, diagnosis) if args.run else shown(fix_command(run, diagnosis)))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -112,6 +125,9 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_report)
     d = sub.add_parser("diagnose", help="what went wrong in a run (or each run of a sweep), from its event files")
     d.add_argument("path", help="a run folder or a sweep folder")
+    d.add_argument("--fix", action="store_true", help="print the `python train.py ...` command that reruns the run "
+                                                      "with every fix (into a fresh sibling folder)")
+    d.add_argument("--run", action="store_true", help="with --fix: run that command, then print before and after")
     d.set_defaults(func=cmd_diagnose)
     return p
 

@@ -25,7 +25,9 @@ from namegen.resolvers import swept_keys  # importing it registers the resolvers
 from namegen.checkpoint import CHECKPOINT_DIR, LAST, read_checkpoint
 from namegen.checks import validate
 from namegen.errors import ConfigError, UserError
-from namegen.diagnosis import Thresholds, diagnose, write_diagnosis
+from namegen.diagnosis import diagnose, write_diagnosis
+from namegen.diagnosis.config import RunConfig
+from namegen.diagnosis.render import TEXT_TAG, card
 from namegen.events import mean_saturation, read_scalars
 from namegen.results import DATA_RECORD, EVENT_GLOB, RECORD, RESULT_FILE, RESUMES, write_atomic, write_result
 from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION, DivergedError, NameGen
@@ -259,13 +261,15 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataMo
         result["init_saturation"] = mean_saturation(scalars, "first")
         result["final_saturation"] = mean_saturation(scalars, "last")
     result["finished_at"] = time.time()
-    diagnosis = diagnose(scalars, result, Thresholds.from_mapping(cfg.get("diagnosis")))
+    diagnosis = diagnose(scalars, result, config=RunConfig(cfg))
     write_diagnosis(run_dir, diagnosis)
     result["health"] = diagnosis.health
     write_result(run_dir, result)
     print(f"\n{diagnosis.to_markdown(run_dir.name)}", flush=True)
     if tb is not None:
-        tb.experiment.add_text("diagnosis", diagnosis.to_markdown(run_dir.name), global_step=trainer.global_step)
+        # at the run's last step, where its other last values are (global_step has counted that step's update)
+        tb.experiment.add_text(TEXT_TAG, card(diagnosis, run_dir.name, result["val_loss"]),
+                               global_step=max(trainer.global_step - 1, 0))
         hp_metrics = {
             "hparams/best_val_loss": result["best_val_loss"],
             "hparams/init_loss": result["init_loss"],

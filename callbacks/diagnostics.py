@@ -1,0 +1,230 @@
+"""One callback that owns the diagnostics' schedule and runs their probes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any, Callable, Mapping, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+
+from callbacks.base import Recorder, weight_matrices
+from callbacks.probe import Probe, Step
+from callbacks.schedule import Schedule
+
+
+def default_probes() -> list[Probe]:
+    """Every probe: activations, gradients, update ratios, figures."""
+    from callbacks.activations import Activations
+    from callbacks.figures import Figures
+    from callbacks.gradients import Gradients
+    from callbacks.update_ratio import UpdateRatios
+
+    return [Activations(), Gradients(), UpdateRatios(), Figures()]
+
+
+class Diagnostics(L.Callback):
+    """Shows why a network trains or doesn't, for any LightningModule: one schedule, the probes run on it.
+
+    On a recording step (`records_at`) it hooks the modules its probes watch, once for all of them,
+    copies the weights once if a probe needs the update, lets each probe read the step, writes the
+    scalars to every logger (histograms and images to those that take them, TensorBoard), and
+    removes every hook. On any other step it does one schedule check and nothing else. Through
+    Lightning's public hooks only, on rank zero:
+
+    - `on_fit_start`: the probes find what to watch (after `configure_model`);
+    - `on_train_batch_start` of a recording step: hooks attached;
+    - `on_before_optimizer_step`: gradients final, weights not yet changed; hooks removed;
+    - `on_train_batch_end`, once `global_step` has moved (after gradient accumulation): the update is read,
+      everything written.
+
+    Example::
+
+        trainer = L.Trainer(logger=TensorBoardLogger("runs"),
+                            callbacks=[Diagnostics(every_n_steps=500, histogram_every_n_steps=2000)])
+
+    Args:
+        every_n_steps: scalars every this many optimizer steps (and at step 0 and the last step).
+        histogram_every_n_steps: histograms every this many steps, or None for none.
+        figures_every_n_steps: figures every this many steps, or None for none (then give probes without `Figures`).
+        probes: the probes to run (a list, or a mapping of name to probe as a Hydra config builds it);
+            default all: `Activations()`, `Gradients()`, `UpdateRatios()`, `Figures()`.
+        ignore_index: positions whose target equals it (the last element of an `(inputs, targets)` batch,
+            as `cross_entropy(ignore_index=...)` reads it) are left out of every statistic: a sequence
+            model's padding.
+        mask_fn: instead of `ignore_index`, `mask_fn(batch)` returns the boolean mask of the positions to
+            keep, shaped like the targets, (B,) or (B, T).
+    """
+
+    def __init__(self, every_n_steps: int = 500, histogram_every_n_steps: int | None = 2000,
+                 figures_every_n_steps: int | None = 10000,
+                 probes: Sequence[Probe] | Mapping[str, Probe] | None = None, ignore_index: int | None = None,
+                 mask_fn: Callable[[Any], torch.Tensor] | None = None) -> None:
+        self.schedule = Schedule(every_n_steps, histogram_every_n_steps, figures_every_n_steps)
+        self.probes = check_probes(default_probes() if probes is None else probes)
+        for probe in self.probes:
+            probe.check(self.schedule)
+        if ignore_index is not None and (not isinstance(ignore_index, int) or isinstance(ignore_index, bool)):
+            raise ValueError(f"ignore_index={ignore_index!r} must be an integer target value, such as -1")
+        if mask_fn is not None and not callable(mask_fn):
+            raise ValueError(f"mask_fn={mask_fn!r} must be a function of the batch")
+        if ignore_index is not None and mask_fn is not None:
+            raise ValueError("give ignore_index or mask_fn, not both")
+        self.ignore_index, self.mask_fn = ignore_index, mask_fn
+        self.logged = True  # until a fit without a logger says otherwise
+        self.recording = False  # in this process: rank zero of a fit with a logger
+        self.matrices: list = []
+        self.current: Step | None = None
+        self.warned: set[str] = set()
+
+    # -- the schedule ----------------------------------------------------------------
+
+    def records_at(self, step: int) -> bool:
+        """True on every optimizer step (`trainer.global_step`) on which a probe records anything: a module that
+        compiles its training steps runs those eagerly, with the hooks. The same in every process (rank zero
+        records), so data-parallel processes all take the same path; False throughout a fit without a logger."""
+        due = self.schedule.due(step) if self.logged else None
+        return due is not None and any(probe.active(due) for probe in self.probes)
+
+    # -- Lightning hooks -------------------------------------------------------------
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":  # before a checkpoint restores the probes' state
+            for probe in self.probes:
+                probe.reset()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.schedule = replace(self.schedule, last_step=trainer.max_steps - 1 if trainer.max_steps > 0 else None)
+        self.logged = bool(trainer.loggers)
+        self.recording = self.logged and trainer.is_global_zero
+        if self.recording:  # after configure_model: the modules it builds are there
+            self.matrices = weight_matrices(pl_module)
+            for probe in self.probes:
+                probe.setup(pl_module)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.current is not None or not self.recording:
+            return  # already watching this step (gradient accumulation), or not recording in this process
+        step = trainer.global_step
+        due = self.schedule.due(step)
+        if due is None:
+            return
+        probes = [probe for probe in self.probes if probe.active(due)]
+        if not probes:
+            return
+        recorder = Recorder(mask=self.positions(batch))
+        for probe in probes:
+            for name, module, want in probe.watch(due):
+                recorder.attach([(name, module)], want)
+        self.current = Step(step, due, probes, recorder, self.matrices, self, trainer)
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        current = self.current
+        if current is None or current.updated:
+            return
+        current.updated = True
+        current.recorder.remove()  # forward and backward are done
+        self.warn_unmasked(current.recorder)
+        with torch.no_grad():
+            if any(probe.wants_snapshot(current.due) for probe in current.probes):  # one copy for every probe
+                current.before = {name: p.detach().clone() for _, name, p in self.matrices}
+            for probe in current.probes:
+                probe.before_update(current)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        current = self.current
+        if current is None or trainer.global_step == current.global_step:
+            return  # not watching, or no update yet (gradient accumulation)
+        try:
+            with torch.no_grad():
+                for probe in current.probes:
+                    probe.after_update(current)
+            metrics = {k: v for k, v in current.scalars.items() if math.isfinite(v)}
+            for logger in trainer.loggers if metrics else []:
+                logger.log_metrics(metrics, step=current.global_step)
+        finally:
+            self.finish()
+
+    def finish(self) -> None:
+        if self.current is not None:
+            self.current.recorder.remove()
+            self.current = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.finish()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.finish()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.finish()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {probe.key: state for probe in self.probes if (state := probe.state_dict())}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for probe in self.probes:
+            if probe.key in state_dict:
+                probe.load_state_dict(state_dict[probe.key])
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def positions(self, batch: Any) -> torch.Tensor | None:
+        """The mask of the positions that count in this batch, or None when every position does."""
+        if self.mask_fn is not None:
+            mask = self.mask_fn(batch)
+        elif self.ignore_index is not None:
+            if not isinstance(batch, (tuple, list)) or not batch or not isinstance(batch[-1], torch.Tensor):
+                raise ValueError(f"{type(self).__name__}(ignore_index={self.ignore_index}) reads the targets as the "
+                                 f"last element of an (inputs, targets) batch, not a {type(batch).__name__}; "
+                                 "give mask_fn=lambda batch: <bool mask of the positions to keep> instead")
+            mask = batch[-1] != self.ignore_index
+        else:
+            return None
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise ValueError(f"{type(self).__name__}: mask_fn must return a boolean tensor over the batch's positions, "
+                             f"not {type(mask).__name__}{'' if not isinstance(mask, torch.Tensor) else ' of ' + str(mask.dtype)}")
+        return None if bool(mask.all()) else mask
+
+    def warn_unmasked(self, recorder: Recorder) -> None:
+        new = sorted(recorder.unmasked - self.warned)
+        if new:
+            self.warned.update(new)
+            rank_zero_warn(f"{type(self).__name__}: the mask over the batch's positions fits no dimension of "
+                           f"{', '.join(new)}; their statistics include every position")
+
+    def writers(self, trainer: L.Trainer, kind: str) -> list[Any]:
+        """The experiments of the loggers that take `kind` (histogram, image): TensorBoard's SummaryWriter and
+        alike. Warns once per kind about the loggers that can't."""
+        method = f"add_{kind}"
+        able = [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, method)]
+        unable = [type(lg).__name__ for lg in trainer.loggers if not hasattr(lg.experiment, method)]
+        if unable and kind not in self.warned:
+            self.warned.add(kind)
+            rank_zero_warn(f"{type(self).__name__}: {', '.join(unable)} cannot hold {kind}s; they are skipped there "
+                           "(scalars still go to every logger)")
+        return able
+
+
+def check_probes(probes: Any) -> list[Probe]:
+    values = list(probes.values()) if isinstance(probes, Mapping) else probes
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) and not hasattr(values, "__iter__"):
+        raise ValueError(f"probes={probes!r} must be a list of probes, such as [Activations(), Gradients()]")
+    values = list(values)
+    wrong = [p for p in values if not isinstance(p, Probe)]
+    if wrong:
+        raise ValueError(f"probes: {wrong[0]!r} is not a probe (Activations, Gradients, UpdateRatios, Figures or a "
+                         "subclass of callbacks.Probe)")
+    unnamed = [p for p in values if not isinstance(p.key, str) or not p.key]
+    if unnamed:
+        raise ValueError(f"probes: {type(unnamed[0]).__name__} has no key; give the class a `key`, the family of the "
+                         "tags it writes")
+    keys = [p.key for p in values]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise ValueError(f"probes: two probes write the same tags ({', '.join(twice)}); give the second another "
+                         "family, such as Activations(pattern=..., family='attn')")
+    return values

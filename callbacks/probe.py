@@ -1,0 +1,134 @@
+"""A probe measures one thing on the steps `Diagnostics` instruments; `Step` is what it sees of one such step.
+
+`Diagnostics` owns the schedule, the hooks, the weight snapshot and the writing; a probe says
+what it needs on a step (`active`, `watch`, `wants_snapshot`) and reads it (`before_update`,
+`after_update`). Any probe runs alone (`Diagnostics(probes=[Gradients()])`) or next to others,
+which then share one set of hooks and one copy of the weights per step. A probe of your own
+subclasses `Probe` and is passed the same way.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+import torch.nn as nn
+from lightning.pytorch.utilities import rank_zero_warn
+
+from callbacks.base import (
+    SATURATION_THRESHOLD, FlatRule, Records, Recorder, Want, check_selection, check_threshold, flat_rules,
+    grad_data_ratio, rule_for, select_modules, update_ratio,
+)
+from callbacks.schedule import Due, Schedule
+
+if TYPE_CHECKING:
+    from callbacks.diagnostics import Diagnostics
+
+
+class Step:
+    """One instrumented optimizer step, as the probes see it.
+
+    `global_step` is the step's number, `due` what the schedule asks of it, `recorder` the hooks'
+    records (`view(names)` gives a probe its own modules), `matrices` the (index, name, parameter) of
+    every weight of 2 or more dimensions, `before` those weights before the update (when a probe
+    asked for them), `scalars` what is written to every logger when the step ends.
+    """
+
+    def __init__(self, global_step: int, due: Due, probes: Sequence["Probe"], recorder: Recorder,
+                 matrices: list[tuple[int, str, nn.Parameter]], owner: "Diagnostics", trainer: Any) -> None:
+        self.global_step, self.due, self.probes, self.recorder, self.matrices = global_step, due, probes, recorder, matrices
+        self.before: dict[str, torch.Tensor] = {}
+        self.scalars: dict[str, float] = {}
+        self.updated = False
+        self.owner, self.trainer = owner, trainer
+        self.ratios: dict[str, float] | None = None
+        self.updates: dict[str, float] | None = None
+
+    def writers(self, kind: str) -> list[Any]:
+        """The loggers' experiments that take `kind` ("histogram", "image"): TensorBoard's SummaryWriter and alike."""
+        return self.owner.writers(self.trainer, kind)
+
+    def grad_data_ratios(self) -> dict[str, float]:
+        """std(grad) / std(weight) of each weight matrix with a gradient; read before the update, computed once."""
+        if self.ratios is None:
+            self.ratios = {name: grad_data_ratio(p.grad, p) for _, name, p in self.matrices if p.grad is not None}
+        return self.ratios
+
+    def update_ratios(self) -> dict[str, float]:
+        """log10 std(update) / std(weight) of each weight matrix snapshot before the update; computed once."""
+        if self.updates is None:
+            self.updates = {name: update_ratio(p.detach(), self.before[name])
+                            for _, name, p in self.matrices if name in self.before}
+        return self.updates
+
+
+class Probe:
+    """One kind of measurement, driven by `Diagnostics`. `key` names it (its tag family): unique in one Diagnostics,
+    and its key in the callback's state."""
+
+    key: str = ""
+
+    def check(self, schedule: Schedule) -> None:
+        """Refuse a schedule the probe cannot work with (a ValueError naming the setting), at construction."""
+
+    def reset(self) -> None:
+        """A fit starts (before a checkpoint restores the state): forget anything of a previous fit."""
+
+    def setup(self, root: nn.Module) -> None:
+        """At fit start, once `configure_model` has built the model: find what to watch in `root`."""
+
+    def active(self, due: Due) -> bool:
+        """Whether the probe records anything on a step where `due` is due."""
+        return due.scalars
+
+    def watch(self, due: Due) -> list[tuple[str, nn.Module, Want]]:
+        """The modules to hook on such a step, and what to keep of each."""
+        return []
+
+    def wants_snapshot(self, due: Due) -> bool:
+        """Whether it needs the weights as they were before the update (`Step.before`)."""
+        return False
+
+    def before_update(self, step: Step) -> None:
+        """Gradients are final and the weights are still those the forward pass used."""
+
+    def after_update(self, step: Step) -> None:
+        """The optimizer has stepped."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`'s output."""
+
+
+class ModuleProbe(Probe):
+    """A probe of chosen modules: the activations found by type, or `modules` (names) / `pattern` (a regex)."""
+
+    def __init__(self, modules: Sequence[str] | None = None, pattern: str | None = None,
+                 saturation_threshold: float = SATURATION_THRESHOLD) -> None:
+        check_selection(modules, pattern)
+        self.modules = list(modules) if modules is not None else None
+        self.pattern = pattern
+        self.saturation_threshold = check_threshold(saturation_threshold)
+        self.rules = flat_rules(self.saturation_threshold)
+        self.watched: list[tuple[str, nn.Module]] = []
+        self.rule_of: dict[str, FlatRule | None] = {}  # each watched module's flat region, None for a non-activation
+
+    def setup(self, root: nn.Module) -> None:
+        self.watched = select_modules(root, lambda m: rule_for(m, self.rules) is not None, self.modules, self.pattern)
+        self.rule_of = {name: rule_for(m, self.rules) for name, m in self.watched}
+        if not self.watched:
+            what = (f"no module of {type(root).__name__} matches pattern={self.pattern!r}"
+                    if self.pattern is not None else
+                    f"{type(root).__name__} has no activation modules of a known type "
+                    f"({', '.join(t.__name__ for t in self.rules)}); give modules=[...] or pattern=... to watch")
+            rank_zero_warn(f"{type(self).__name__}: {what}")
+
+    def reads_input(self, name: str) -> bool:
+        rule = self.rule_of[name]
+        return rule is not None and rule.on == "input"
+
+    def records(self, step: Step) -> Records:
+        return step.recorder.view(self.rule_of)
+
