@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -92,15 +93,35 @@ def test_hparams_are_in_the_event_files(tiny_sweep):
                                                              "val/loss", "test/loss"]
 
 
-def test_a_failing_job_does_not_stop_the_others(tmp_path):
-    sweep = tmp_path / "sweep"
-    result = run_train("-m", "model.depth=0,1", "callbacks=minimal", *FAST, f"hydra.sweep.dir={sweep}")
-    assert result.returncode != 0 and "1 job(s) failed: model.depth=0" in result.stderr
+def test_a_failing_job_does_not_stop_the_others(tmp_path, names_txt):
+    sweep, tiny = tmp_path / "sweep", tmp_path / "tiny.txt"
+    tiny.write_text("ann\nbo\n")  # a readable file: what fails (too few words to split) shows only once it is read
+    result = run_train("-m", "data=file", f"data.path={names_txt},{tiny}", "callbacks=minimal", *FAST,
+                       f"hydra.sweep.dir={sweep}")
+    bad, good = (f"data.path={str(p).replace('/', '_')}" for p in (tiny, names_txt))
+    assert result.returncode != 0 and f"1 job(s) failed: {bad}" in result.stderr
     rows = {r["run"]: r for r in csv.DictReader(open(sweep / "summary.csv"))}
-    assert rows["model.depth=0"]["status"] == "failed"
-    assert rows["model.depth=0"]["error"] == "ConfigError: model.depth=0 must be a positive integer; set model.depth >= 1"
-    assert rows["model.depth=1"]["status"] == "ok" and float(rows["model.depth=1"]["best_val_loss"]) > 0
-    assert (sweep / "model.depth=1" / "checkpoints" / "best.ckpt").is_file()
+    assert rows[bad]["status"] == "failed"
+    assert rows[bad]["error"].startswith("DataError: 2 words are too few for a train/val/test split")
+    assert rows[good]["status"] == "ok" and float(rows[good]["best_val_loss"]) > 0
+    assert (sweep / good / "checkpoints" / "best.ckpt").is_file()
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["resume=true", "optim.optimizer.lr=0.2"], "was trained with optim.optimizer.lr=0.1, not 0.2"),
+    (["resume=true", "threads=5"], "threads=5 must be a positive integer, at most this machine's"),
+    ([], "already holds a sweep's runs (4, such as init=kaiming,norm=batchnorm); continue it with resume=true"),
+])
+def test_a_refused_command_on_a_finished_sweep_writes_nothing(tiny_sweep, tmp_path, names_txt, overrides, message):
+    import hashlib
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep[0], sweep)
+    before = {p: hashlib.sha256(p.read_bytes()).digest() for p in sweep.rglob("*") if p.is_file()}
+    result = run_train("-m", *GRID, "data=file", f"data.path={names_txt}", *FAST, f"hydra.sweep.dir={sweep}", *overrides,
+                       timeout=120)
+    assert result.returncode == 2 and message in result.stderr and "Launching" not in result.stdout + result.stderr
+    assert {p: hashlib.sha256(p.read_bytes()).digest() for p in sweep.rglob("*") if p.is_file()} == before
 
 
 def test_sample_a_sweep_side_by_side(tiny_sweep):
@@ -121,7 +142,6 @@ def free_port():
 
 
 def test_a_real_tensorboard_server_serves_the_sweep(tiny_sweep):
-    import shutil
     import time
     import urllib.request
     from pathlib import Path
@@ -199,8 +219,6 @@ def test_report_renders_the_table_and_every_figure(tiny_sweep, tmp_path):
 
 
 def test_report_of_one_run_of_a_run_with_lost_events_and_of_a_wrong_folder(tiny_sweep, tmp_path):
-    import shutil
-
     from namegen.errors import UserError
     from namegen.report import report
 

@@ -30,8 +30,8 @@ from namegen.diagnosis import diagnose, write_diagnosis
 from namegen.diagnosis.config import RunConfig
 from namegen.diagnosis.render import TEXT_TAG, card
 from namegen.events import mean_saturation, read_scalars
-from namegen.results import EVENT_GLOB, RECORD, RESULT_FILE, write_atomic, write_result
-from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION, DivergedError, NameGen
+from namegen.results import DATA_RECORD, EVENT_GLOB, RECORD, RESULT_FILE, RESUMES, write_atomic, write_result
+from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION, DivergedError, NameGen, compile_wanted
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,12 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, NameGen, L.Trainer]:
     """The datamodule, the LightningModule and the Trainer a config describes."""
     datamodule = build_node(cfg.data, "data").prepare()
     model = {**container(cfg.model), "vocab_size": len(datamodule.vocab), "block_size": datamodule.block_size}
+    compiled = compile_wanted(cfg.compile, cfg.trainer.max_steps)
+    if compiled:  # the first steps wait for it: say why
+        log.info("compile=%s: the training steps run torch.compile'd; compiling takes a while at the first step",
+                 "auto" if cfg.compile == "auto" else "true")
     module = NameGen(model, datamodule.vocab.to_list(), optimizer=container(cfg.optim.optimizer),
-                     scheduler=container(cfg.optim.get("scheduler")), init=container(cfg.init))
+                     scheduler=container(cfg.optim.get("scheduler")), init=container(cfg.init), compile=compiled)
     callbacks = [build_node(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
     loggers = cfg.get("logger")  # name -> logger (conf/logger/*.yaml), so logger=[tensorboard,csv] composes both
     logger = [build_node(c, f"logger.{name}") for name, c in (loggers or {}).items() if c is not None] or False
@@ -145,37 +149,25 @@ def resume_from(cfg: DictConfig, run_dir: Path) -> tuple[str | None, int]:
     return str(last), ckpt["global_step"]
 
 
-# what a resume may change: how fast and what to watch, nothing the results depend on. Not trainer.max_steps:
-# the LR schedule restored from the checkpoint was laid out over the original one.
-RESUMABLE = ("resume", "run_dir", "threads", "callbacks", "logger")
+def record_run(cfg: DictConfig, run_dir: Path, resuming: bool, step: int) -> None:
+    """The run's record, written once when it starts: its config and the corpus it trains on (`validate` refused
+    a resume that differs from them). A resume never rewrites them: it adds a line to the resumes log."""
+    from namegen.checks import against_record
+    from namegen.words import fingerprint
 
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        return {k: v for key, value in node.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
-    return {prefix[:-1]: node}
-
-
-def check_record(cfg: DictConfig, run_dir: Path, resuming: bool) -> None:
-    """Resuming: the run's record must exist and agree with `cfg` on everything but `RESUMABLE`. Then (re)write it."""
     record = run_dir / RECORD
-    if resuming and not record.is_file():
-        if not isinstance(cfg.resume, bool) or (run_dir / CHECKPOINT_DIR).exists():
-            raise ConfigError(f"resume: {run_dir} is not a namegen run folder (no {RECORD}); give the folder of "
-                              "the run to continue, or resume=false for a new run")
-        # resume=true in a sweep whose job never started (the sweep callback checked the sweep holds runs)
-        log.info("resume: %s holds no run yet; it starts at step 0", run_dir)
-    elif resuming:
-        saved = flatten(OmegaConf.to_container(OmegaConf.load(record), resolve=False))
-        wanted = flatten(OmegaConf.to_container(cfg, resolve=False))
-        differ = sorted(k for k in saved.keys() | wanted.keys()
-                        if saved.get(k) != wanted.get(k) and not k.startswith(RESUMABLE))
-        if differ:
-            shown = ", ".join(f"{k}={saved.get(k)!r}, not {wanted.get(k)!r}" for k in differ[:3])
-            raise ConfigError(f"resume: {run_dir} was trained with {shown}; resume with the run's own overrides "
-                              f"(its {RECORD}), changing only threads, callbacks or loggers")
     record.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(record, OmegaConf.to_yaml(cfg))
+    if not record.is_file():
+        write_atomic(run_dir / DATA_RECORD, json.dumps(fingerprint(cfg.data.source, cfg.data.get("path"))))
+        write_atomic(record, OmegaConf.to_yaml(cfg))
+        return
+    if resuming:
+        _, changed = against_record(cfg, run_dir)
+        line = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "from_step": step,
+                "changed": {k: {"was": then, "now": now} for k, (then, now) in changed.items()}}
+        with open(run_dir / RESUMES, "a") as f:
+            f.write(json.dumps(line, default=str) + "\n")
+        log.info("resume: logged in %s", run_dir / RESUMES)
 
 
 @contextmanager
@@ -219,7 +211,7 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataMo
                    trainer: L.Trainer) -> dict[str, Any]:
     ckpt_path, start_step = resume_from(cfg, run_dir)
     if trainer.is_global_zero:
-        check_record(cfg, run_dir, resuming=cfg.resume is not False)
+        record_run(cfg, run_dir, cfg.resume is not False, start_step)
     previous = run_dir / RESULT_FILE
     if ckpt_path is not None and start_step >= cfg.trainer.max_steps and previous.is_file():
         log.info("resume: %s already reached step %d; nothing to train, its result is kept", run_dir, start_step)
