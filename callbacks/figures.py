@@ -150,7 +150,7 @@ class Figures(ModuleProbe):
         order = self.recorder.order
         if not -len(order) <= self.saturation_layer < len(order) and "saturation_layer" not in self.warned:
             self.warned.add("saturation_layer")
-            rank_zero_warn(f"DiagnosticFigures: saturation_layer={self.saturation_layer} is out of range for "
+            rank_zero_warn(f"{type(self).__name__}: saturation_layer={self.saturation_layer} is out of range for "
                            f"{len(order)} watched modules ({-len(order)}..{len(order) - 1}); drawing the last one")
         name = order[self.saturation_layer] if -len(order) <= self.saturation_layer < len(order) else order[-1]
         rule, t = self.rule_of[name], self.recorder.outputs[name]

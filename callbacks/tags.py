@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 ACT, PREACT, GRAD, NORM = "act", "preact", "grad", "norm"
-ATTN = "attn"  # a Transformer's attention logits (conf/callbacks/attention.yaml: ActivationStats(family=ATTN))
+ATTN = "attn"  # a Transformer's attention logits (conf/callbacks/attention.yaml: an Activations probe with family=ATTN)
 GRAD_DATA_RATIO, WEIGHT_GRAD, UPDATE_RATIO = "grad_data_ratio", "weight_grad", "update_ratio"
 FIGURES = "figures"
 # the step-0 figures, the lesson's "before", in cards of their own (no slider to drag back); sorted before FIGURES

@@ -50,6 +50,8 @@ def tree(path):
     (["model=transformer", "norm=layernorm", "model.n_layer=100000"],
      r"the run would allocate .*model.n_layer=100000, .*4,998,406,848 parameters"),
     (["model.n_hidden=1000000"], r"would allocate .*\(parameters .*model.n_hidden=1000000"),
+    (["callbacks=attention"], r"^callbacks.diagnostics is not a callback \(it has no _target_\): choose a callback "
+                              r"set, callbacks=default, minimal or transformer$"),
 ])
 def test_refused_in_one_line_before_anything_is_built_or_written(tmp_path, monkeypatch, overrides, message):
     monkeypatch.delenv(UNSET, raising=False)

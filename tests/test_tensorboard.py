@@ -122,6 +122,11 @@ def test_model_transformer_trains_with_layernorm(tmp_path):
     assert result["status"] == "ok" and result["steps"] == 50 and result["test_loss"] < result["init_loss"]
     events = read_events(tmp_path)
     tags = events.Tags()["scalars"]
+    # the Transformer's own callbacks: its 4 blocks' attention logits are watched, so the attention rule can run
+    assert len({t for t in tags if t.startswith("attn/") and t.endswith("/std")}) == 4
+    assert "no attention logits" not in result["health"]
+    # a set on the command line still wins: minimal has no diagnostics
+    assert "diagnostics" not in make_cfg(tmp_path / "m", "model=transformer", "callbacks=minimal").callbacks
     for category in last_layout(events).category:  # its charts too have data (GELU activations, LayerNorms)
         for chart in category.chart:
             assert [t for t in tags for r in chart.multiline.tag if re.search(r, t)], chart.title

@@ -158,6 +158,11 @@ def data(cfg: DictConfig) -> None:
 
 
 def observers(cfg: DictConfig) -> None:
+    for name, node in (cfg.get("callbacks") or {}).items():
+        # a building block chosen as the whole set (callbacks=attention) composes into a node Hydra cannot build
+        if node is not None and (not isinstance(node, DictConfig) or "_target_" not in node):
+            raise ConfigError(f"callbacks.{name} is not a callback (it has no _target_): choose a callback set, "
+                              "callbacks=default, minimal or transformer")
     monitors = [name for name, c in (cfg.get("callbacks") or {}).items()
                 if c is not None and str(c.get("_target_", "")).endswith("LearningRateMonitor")]
     if monitors and not cfg.get("logger"):

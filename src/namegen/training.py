@@ -86,6 +86,8 @@ def container(node: DictConfig | None) -> Any:
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, NameGen, L.Trainer]:
     """The datamodule, the LightningModule and the Trainer a config describes."""
+    # the callbacks first: they check their arguments when built, before the corpus is read
+    callbacks = [build_node(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
     datamodule = build_node(cfg.data, "data").prepare()
     model = {**container(cfg.model), "vocab_size": len(datamodule.vocab), "block_size": datamodule.block_size}
     compiled = compile_wanted(cfg.compile, cfg.trainer.max_steps)
@@ -94,7 +96,6 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, NameGen, L.Trainer]:
                  "auto" if cfg.compile == "auto" else "true")
     module = NameGen(model, datamodule.vocab.to_list(), optimizer=container(cfg.optim.optimizer),
                      scheduler=container(cfg.optim.get("scheduler")), init=container(cfg.init), compile=compiled)
-    callbacks = [build_node(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
     loggers = cfg.get("logger")  # name -> logger (conf/logger/*.yaml), so logger=[tensorboard,csv] composes both
     logger = [build_node(c, f"logger.{name}") for name, c in (loggers or {}).items() if c is not None] or False
     trainer = build_node(cfg.trainer, "trainer", callbacks=callbacks, logger=logger, default_root_dir=cfg.run_dir)
