@@ -18,12 +18,17 @@ from omegaconf import DictConfig
 
 import namegen.resolvers  # noqa: F401  registers the resolvers the config uses
 from namegen.errors import UserError
-from namegen.results import write_result
+from namegen.results import record_failure
+
+# Hydra parses `seed=<5,000 digits>` into an int before any check of ours runs; Python's guard against slow
+# int parsing would make that a traceback. Lifted, so the seed's own check names the value (shortened).
+sys.set_int_max_str_digits(0)
 
 log = logging.getLogger("namegen")
 USAGE_ERROR = 2
 STARTED = time.time() - 1  # folders made after this (by Hydra, for this command) may be removed on a refusal
 WATCH = "namegen-parent-watch"
+WATCH_SECONDS = 0.1  # how often a sweep worker looks for its parent: a getppid() call, free at this rate
 
 
 def refuse(cfg: DictConfig, message: str) -> None:
@@ -45,7 +50,7 @@ def exit_with_parent() -> None:
 
     def watch() -> None:
         while os.getppid() == parent:
-            time.sleep(1.0)
+            time.sleep(WATCH_SECONDS)
         os._exit(1)  # the parent is gone: no one will read what this job writes
 
     threading.Thread(target=watch, name=WATCH, daemon=True).start()
@@ -53,24 +58,22 @@ def exit_with_parent() -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from namegen.checks import validate  # torch, not Lightning: a mistake is answered before the training stack loads
-
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        fixed_dir = any(o.startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra)
-        if cfg.resume is True and not fixed_dir:  # a single run's folder is new each time: say which to continue
-            refuse(cfg, "resume=true needs the run's folder in a single run; use resume=outputs/runs/<time>")
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        # namegen's Hydra callback has checked the config and the folder before Hydra made it (namegen.sweep)
         if cfg.resume is True:
-            cfg.resume = cfg.run_dir  # this very folder, which must hold the run to continue
+            cfg.resume = cfg.run_dir  # this very folder, which holds the run to continue
         try:
-            validate(cfg)
-            from namegen.training import train
+            from namegen.training import train  # it checks the config again (validate): the API's callers get that too
 
             result = train(cfg)
-        except UserError as e:
+        except UserError as e:  # what only the data shows, once read
             refuse(cfg, str(e))
         if result["status"] != "ok":
             sys.exit(f"namegen: run {result['status']}: {result['error']}")
+        if cfg.get("logger") is not None and "tensorboard" in cfg.logger:
+            from namegen.board import how_to_open
+
+            print(how_to_open(cfg.run_dir), flush=True)
         return result.get("best_val_loss")  # what a Hydra sweeper (Optuna) minimizes
     # In a sweep, one job's crash must not stop the others or lose their results:
     # record it where the sweep summary will find it, and let the sweep go on.
@@ -78,18 +81,17 @@ def main(cfg: DictConfig) -> float | None:
     if cfg.get("callbacks") is not None and cfg.callbacks.get("progress") is not None:
         cfg.callbacks.progress.lines = True  # parallel jobs share one console: a line each, not bars that interleave
     try:
-        validate(cfg)
         from namegen.training import train
 
         return train(cfg).get("best_val_loss")
-    except UserError as e:  # this job's mistake: one line, recorded for the summary; the other jobs go on
+    except UserError as e:  # what only this job's data shows: one line, recorded for the summary; the others go on
         log.error("namegen: error: %s", e)
-        write_result(Path(cfg.run_dir), {"status": "failed", "error": f"{type(e).__name__}: {e}"})
+        record_failure(Path(cfg.run_dir), f"{type(e).__name__}: {e}")
         return None
     except Exception as e:
         log.exception("job failed")
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        write_result(Path(cfg.run_dir), {"status": "failed", "error": f"{type(e).__name__}: {first}"})
+        record_failure(Path(cfg.run_dir), f"{type(e).__name__}: {first}")
         return None
 
 

@@ -8,13 +8,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 from lightning.pytorch.utilities import rank_zero_warn
+from matplotlib import rc_context
 
 from callbacks.base import SATURATION_THRESHOLD, Want, activation_summary, check_interval
 from callbacks.diagnostics import Diagnostics
-from callbacks.plots import distributions, new_axes, render, update_ratios
+from callbacks.plots import LEGIBLE, THUMBNAIL, distributions, new_axes, render, update_ratios
 from callbacks.probe import ModuleProbe, Step
 from callbacks.schedule import Due, Schedule
-from callbacks.tags import FIGURES
+from callbacks.tags import FIGURES, FIGURES_AT_START
 
 BINS = 50
 
@@ -30,13 +31,17 @@ def density(values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 class Figures(ModuleProbe):
     """makemore's five diagnostic plots, as images, on the figure steps.
 
-    figures/activations        distribution of each activation's output; legend: mean, std, saturation %
-    figures/activation_grads   distribution of the gradient of each activation's output; legend: mean, std
-    figures/weight_grads       distribution of each weight matrix's gradient; legend: shape, std, grad:data ratio
+    figures/activations        distribution of each activation's output; legend: layer, std, flat %
+    figures/activation_grads   distribution of the gradient of each activation's output; legend: layer, std
+    figures/weight_grads       distribution of each weight matrix's gradient; legend: matrix, grad:data ratio
     figures/update_ratios      log10 update:data ratio of each weight matrix over the steps so far, with the
                                -3 guide line, measured on every scalar and figure step (`history`, kept in
                                checkpoints, started afresh by each fit)
     figures/saturation_map     one activation's units x examples, white where the unit is in its flat region
+
+    Step 0's figures (all but update_ratios, which has no history yet) go to `at_step_0/...` instead: the
+    picture before any update, in cards of their own, no slider to drag back. Each is drawn at 640 x 480
+    with large type, legible in TensorBoard's ~350 px cards.
 
     Drawing the five costs about half a second (matplotlib), so figure steps should be sparse.
 
@@ -96,17 +101,21 @@ class Figures(ModuleProbe):
             self.step, self.recorder, self.weight_grads = None, None, []
 
     def draw(self, writers: list[Any]) -> None:
-        figures = {
-            "activations": self.activations_figure(),
-            "activation_grads": self.activation_grads_figure(),
-            "weight_grads": self.weight_grads_figure(),
-            "update_ratios": update_ratios(self.history, f"update:data ratio, up to step {self.step}"),
-            "saturation_map": self.saturation_map_figure(),
-        }
-        for name, fig in figures.items():
-            image = render(fig)
+        with rc_context(LEGIBLE):
+            figures = {
+                "activations": self.activations_figure(),
+                "activation_grads": self.activation_grads_figure(),
+                "weight_grads": self.weight_grads_figure(),
+                "saturation_map": self.saturation_map_figure(),
+            }
+            if self.step > 0:  # at step 0 there is one point per matrix, no history to draw
+                history = {short(name): points for name, points in self.history.items()}
+                figures["update_ratios"] = update_ratios(history, f"update:data ratio, steps 0-{self.step}", THUMBNAIL)
+            images = {name: render(fig) for name, fig in figures.items()}
+        group = FIGURES_AT_START if self.step == 0 else FIGURES
+        for name, image in images.items():
             for writer in writers:
-                writer.add_image(f"{FIGURES}/{name}", image, global_step=self.step, dataformats="HWC")
+                writer.add_image(f"{group}/{name}", image, global_step=self.step, dataformats="HWC")
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": {name: [list(point) for point in points] for name, points in self.history.items()}}
@@ -122,37 +131,45 @@ class Figures(ModuleProbe):
         for i, name in self.recorder.indexed():
             t = self.recorder.outputs[name]
             s = activation_summary(self.recorder.inputs.get(name), t, self.rule_of[name])
-            sat = f", saturated {s['saturation']:.1%}" if "saturation" in s else ""
-            curves.append((f"{i} {name}: mean {s['mean']:+.2f}, std {s['std']:.2f}{sat}", *density(t)))
-        return distributions(f"activation distribution, step {self.step}", "activation output", curves)
+            flat = f", {s['saturation']:.0%} flat" if "saturation" in s else ""
+            curves.append((f"{i}: std {s['std']:.2f}{flat}", *density(t)))
+        return distributions(f"activations, step {self.step}", "output (legend: layer)", curves, THUMBNAIL)
 
     def activation_grads_figure(self):
-        curves = [(f"{i} {name}: mean {g.mean().item():+.2e}, std {g.std().item():.2e}", *density(g))
+        curves = [(f"{i}: std {g.std().item():.1e}", *density(g))
                   for i, name in self.recorder.indexed() if (g := self.recorder.grads.get(name)) is not None]
-        return distributions(f"activation gradient distribution, step {self.step}", "d loss / d activation", curves)
+        return distributions(f"activation gradients, step {self.step}", "d loss / d output (legend: layer)", curves,
+                             THUMBNAIL)
 
     def weight_grads_figure(self):
-        curves = [(f"{name} {shape}: std {g.std().item():.2e}, grad:data {ratio:.2e}", *density(g))
-                  for name, shape, g, ratio in self.weight_grads]
-        return distributions(f"weight gradient distribution, step {self.step}", "d loss / d weight", curves)
+        curves = [(f"{short(name)}: {ratio:.0e}", *density(g)) for name, shape, g, ratio in self.weight_grads]
+        return distributions(f"weight gradients, step {self.step}", "d loss / d weight (legend: grad:data)", curves,
+                             THUMBNAIL)
 
     def saturation_map_figure(self):
         order = self.recorder.order
         if not -len(order) <= self.saturation_layer < len(order) and "saturation_layer" not in self.warned:
             self.warned.add("saturation_layer")
-            rank_zero_warn(f"DiagnosticFigures: saturation_layer={self.saturation_layer} is out of range for "
+            rank_zero_warn(f"{type(self).__name__}: saturation_layer={self.saturation_layer} is out of range for "
                            f"{len(order)} watched modules ({-len(order)}..{len(order) - 1}); drawing the last one")
         name = order[self.saturation_layer] if -len(order) <= self.saturation_layer < len(order) else order[-1]
         rule, t = self.rule_of[name], self.recorder.outputs[name]
-        fig, ax = new_axes(f"{name}, step {self.step}", "example", "unit")
+        fig, ax = new_axes(f"{short(name)}, step {self.step}", "example", "unit", THUMBNAIL)
         if rule is None:
-            ax.set_title(f"{name}: no flat region defined for {type(dict(self.watched)[name]).__name__}")
+            ax.set_title(f"{short(name)}: no flat region defined for {type(dict(self.watched)[name]).__name__}")
             return fig
         flat = rule.flat(t if rule.on == "output" else self.recorder.inputs[name])
         flat = flat.reshape(-1, flat.shape[-1]).T  # (units, examples)
-        ax.set_title(f"{name}, step {self.step}: white where {rule.text} ({flat.float().mean().item():.1%})")
+        ax.set_title(f"{short(name)}, step {self.step}: {flat.float().mean().item():.0%} white,\n"
+                     f"where {rule.text} (flat)")
         ax.imshow(flat.cpu().numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+        fig.tight_layout()
         return fig
+
+
+def short(name: str) -> str:
+    """A module or parameter path for a legend: without a LightningModule's usual `model.` and a trailing `.weight`."""
+    return name.removeprefix("model.").removesuffix(".weight")
 
 
 class DiagnosticFigures(Diagnostics):

@@ -10,9 +10,17 @@ from __future__ import annotations
 import re
 
 ACT, PREACT, GRAD, NORM = "act", "preact", "grad", "norm"
-ATTN = "attn"  # a Transformer's attention logits (conf/callbacks/attention.yaml: ActivationStats(family=ATTN))
+ATTN = "attn"  # a Transformer's attention logits (conf/callbacks/attention.yaml: an Activations probe with family=ATTN)
 GRAD_DATA_RATIO, WEIGHT_GRAD, UPDATE_RATIO = "grad_data_ratio", "weight_grad", "update_ratio"
 FIGURES = "figures"
+# the step-0 figures, the lesson's "before", in cards of their own (no slider to drag back); sorted before FIGURES
+FIGURES_AT_START = "at_step_0"
+
+# the update ratios as one line per run (`UpdateRatio`): the median over the weight matrices, and the guide,
+# HEALTHY_UPDATE_RATIO at the starting learning rate moved with the schedule (a tenth of the learning rate, one
+# lower), so a decay reads as the schedule it is, not as "too low"
+UPDATE_RATIO_MEDIAN, UPDATE_RATIO_GUIDE = f"{UPDATE_RATIO}/median", f"{UPDATE_RATIO}/guide"
+HEALTHY_UPDATE_RATIO = -3.0  # makemore's guide line: updates ~1/1000 of the weights
 
 # 64 even bins: a third of the cost of TensorBoard's default (~1,500 exponential buckets) per
 # histogram, and plenty to see a distribution's shape.

@@ -135,6 +135,9 @@ def test_scalars_of_a_foreign_module_match_a_hand_written_pass_in_every_logger(t
     for j, name in enumerate(["net.0.weight", "net.3.weight", "net.5.weight"]):  # every parameter of 2+ dimensions
         expected[f"grad_data_ratio/{j:02d}.{name}"] = p[name].grad.std() / before[name].std()
         expected[f"update_ratio/{j:02d}.{name}"] = torch.log10((lr * p[name].grad).std() / before[name].std())
+    # the run as one line: the median of the three, and the guide, -3 (a constant learning rate: no schedule to follow)
+    expected["update_ratio/median"] = torch.stack([v for k, v in expected.items() if k.startswith("update_ratio/")]).median()
+    expected["update_ratio/guide"] = torch.tensor(-3.0)
     assert 0 < expected["act/01.net.4/saturation"] < 1 and expected["act/00.net.2/dead"] >= 1 / 6  # not vacuous
     diagnostic = {t for t in acc.Tags()["scalars"] if t.split("/")[0] in ("act", "norm", "grad", "grad_data_ratio",
                                                                            "update_ratio")}
@@ -422,10 +425,12 @@ def test_validation_does_not_reach_the_statistics(tmp_path):
 def test_figures_are_images_of_the_logging_steps(tmp_path):
     fit(Foreign(), [DiagnosticFigures(every_n_steps=3, update_every_n_steps=1)], tmp_path, max_steps=5)
     acc = read_events(tmp_path)
-    assert sorted(acc.Tags()["images"]) == sorted(f"figures/{f}" for f in FIGURES)
+    # step 0 in cards of its own (no update-ratio history yet), the later steps under figures/
+    assert sorted(acc.Tags()["images"]) == sorted([f"figures/{f}" for f in FIGURES] +
+                                                  [f"at_step_0/{f}" for f in FIGURES if f != "update_ratios"])
     for name in FIGURES:
         events = acc.Images(f"figures/{name}")
-        assert [e.step for e in events] == [0, 3, 4]
+        assert [e.step for e in events] == [3, 4]
         assert events[0].width > 300 and events[0].height > 200
 
 

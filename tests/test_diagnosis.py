@@ -552,7 +552,7 @@ def test_diagnose_path_refuses_what_is_neither_a_run_nor_a_sweep(tmp_path):
     with pytest.raises(UserError, match="no such folder: .*nope.*give a run folder"):
         diagnose_path(tmp_path / "nope")
     (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(UserError, match="no such folder"):
+    with pytest.raises(UserError, match="file.txt' is a file, not a folder; give a run folder"):  # issue 20
         diagnose_path(tmp_path / "file.txt")
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="neither a run folder nor a sweep folder of runs; give outputs/runs") as e:

@@ -26,7 +26,7 @@ def write(tmp_path, text, name="words.txt", newline=None):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(DataError, match="data file not found: .*nope.txt'; check data.path"):
+    with pytest.raises(DataError, match="data.path='.*nope.txt': no such file or folder; give a file of one word"):
         load_words("file", str(tmp_path / "nope.txt"))
 
 
@@ -84,11 +84,12 @@ def test_not_utf8(tmp_path):
     ("data.batch_size=0", "batch_size=0 must be a positive integer"),
     ("trainer.max_steps=0", "trainer.max_steps=0 must be a positive integer"),
     ("threads=0", "threads=0 must be a positive integer"),
-    ("threads=1000", r"threads=1000 is more than this machine's \d+ cores"),
+    ("threads=1000", r"threads=1000 must be a positive integer, at most this machine's \d+ cores"),
     ("seed=-1", r"seed=-1 must be an integer in 0 .. 2\*\*32 - 1"),
     ("seed=abc", r"seed='abc' must be an integer in 0 .. 2\*\*32 - 1"),
     ("init.output_scale=1e30", r"init.output_scale=1e\+30 must be in \(0, 10\]"),
-    ("model.n_hidden=1000000", r"the model \(.*model.n_hidden=1000000.*\) would hold .* parameters"),
+    ("model.n_hidden=1000000", r"the run would allocate about .* TiB \(parameters .*\), more than this machine's .*; "
+                               r"make the model \(.*model.n_hidden=1000000.*\) smaller"),
     ("init.scheme=xavier", r"unknown init.scheme .xavier.; choose one of naive, kaiming, pytorch"),
     ("~callbacks.lr_monitor", None),  # not a mistake: the control row
 ])
@@ -113,7 +114,8 @@ def test_a_user_mistake_is_one_line_exit_2_before_lightning_loads_and_leaves_no_
     assert "| lightning" not in result.stderr and "| torch" in result.stderr  # the check ran, Lightning never loaded
     result.stderr = "\n".join(line for line in result.stderr.splitlines() if not line.startswith("import time:"))
     missing = tmp_path / "missing.txt"
-    assert result.stderr.strip().splitlines()[-1] == f"namegen: error: data file not found: '{missing}'; check data.path"
+    assert result.stderr.strip().splitlines()[-1] == (f"namegen: error: data.path='{missing}': no such file or folder; "
+                                                      "give a file of one word per line")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()  # Hydra's stub folder is removed: a refused command writes nothing
 
@@ -177,7 +179,7 @@ def test_an_older_checkpoint_format_samples_but_does_not_resume(trained_run, tmp
         ckpt["namegen"] = {"version": 2, "model": model, "vocab": hp["vocab"], "init_loss": None}
         torch.save(ckpt, path)
     with pytest.raises(ConfigError, match=r"older namegen \(checkpoint format 2\).*start a new run"):
-        train(make_cfg(tmp_path, *RESUME))
+        train(make_cfg(tmp_path, *RESUME, "trainer.max_steps=300"))
     assert len(list(sample_names(load_checkpoint(tmp_path).model, load_checkpoint(tmp_path).vocab, 3))) == 3
 
 
@@ -285,14 +287,21 @@ def test_a_malicious_checkpoint_is_refused_and_runs_nothing(tmp_path, trained_ru
     assert not marker.exists()
 
 
-def test_a_sweep_job_with_a_mistake_is_one_line_and_the_others_run(tmp_path):
+@pytest.mark.parametrize("overrides,line", [
+    # every job has the same mistake: said once
+    (["init=naive,kaiming", "optim.optimizer.lr=0"], "namegen: error: optim.optimizer.lr=0 must be a finite number > 0"),
+    # one job's mistake: named, and nothing launched
+    (["optim.optimizer.lr=0,0.1"], "namegen: error: job 'optim.optimizer.lr=0': optim.optimizer.lr=0 must be a finite "
+                                   "number > 0; makemore uses optim.optimizer.lr=0.1 (1 of 2 jobs refused; nothing launched)"),
+    # a job folder name over the file system's limit
+    (["init=naive,kaiming", f"hydra.sweep.subdir={'x' * 300}"], "namegen: error: hydra.sweep.subdir='/"),
+])
+def test_a_sweep_with_a_mistake_is_refused_once_before_launching(tmp_path, overrides, line):
     sweep = tmp_path / "sweep"
-    result = run_train("-m", "hydra/launcher=basic", "optim.optimizer.lr=0,0.1", "callbacks=minimal", *FAST,
-                       f"hydra.sweep.dir={sweep}")
-    assert "Traceback" not in result.stderr + result.stdout
-    assert "namegen: error: optim.optimizer.lr=0 must be a finite number > 0" in result.stdout + result.stderr
-    assert "1 job(s) failed: optim.optimizer.lr=0" in result.stderr
-    assert (sweep / "optim.optimizer.lr=0.1" / "checkpoints" / "best.ckpt").is_file()
+    result = run_train("-m", *overrides, "callbacks=minimal", *FAST, f"hydra.sweep.dir={sweep}", timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(line)
+    assert "Launching" not in result.stdout + result.stderr and not sweep.exists()
 
 
 def test_resume_true_into_a_folder_that_holds_no_sweep_is_refused(tmp_path):

@@ -3,10 +3,12 @@
 import csv
 import json
 import math
+import shutil
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 from conftest import FAST, namegen, read_events, run_train
 from namegen.sweep import COLUMNS
@@ -64,6 +66,8 @@ def test_summary_has_a_row_per_job_and_the_columns(tiny_sweep):
     md = (sweep / "summary.md").read_text()
     assert all(run in md for run in RUNS) and "| sat@0 |" in md
     assert "Sweep summary" in result.stdout and "init=naive,norm=none" in result.stdout
+    # then the command that opens it, on the lesson
+    assert f"tensorboard --logdir {sweep}\n    then open http://localhost:6006/#custom_scalars" in result.stdout
 
 
 def test_hparams_are_in_the_event_files(tiny_sweep):
@@ -73,25 +77,51 @@ def test_hparams_are_in_the_event_files(tiny_sweep):
     events = read_events(sweep / "init=naive,norm=none")
     content = events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
     info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    # the table's hyperparameters are the swept keys: the constant ones would push the losses out of sight
+    assert dict(info.hparams) == {"init": info.hparams["init"], "norm": info.hparams["norm"]}
     assert info.hparams["init"].string_value == "naive" and info.hparams["norm"].string_value == "none"
-    assert info.hparams["model.depth"].string_value == "5" and info.hparams["data"].string_value == "names.txt"
     experiment = plugin_data_pb2.HParamsPluginData.FromString(
         events.SummaryMetadata("_hparams_/experiment").plugin_data.content).experiment
-    assert {h.name for h in experiment.hparam_infos if h.differs} == {"init", "norm"}  # the swept keys
-    assert "hp_metric" not in events.Tags()["scalars"]
-    best = min(e.value for e in events.Scalars("val/loss"))  # from the run's own val/loss curve
-    assert events.Scalars("hparams/best_val_loss")[0].value == pytest.approx(best, rel=1e-6)
+    assert [(h.name, h.differs) for h in experiment.hparam_infos] == [("init", True), ("norm", True)]
+    # every choice is in the run's hparams.yaml
+    record = yaml.safe_load((sweep / "init=naive,norm=none" / "hparams.yaml").read_text())
+    assert record["model.depth"] == "5" and record["data"] == "names.txt" and record["init"] == "naive"
+    scalars = events.Tags()["scalars"]
+    assert "hp_metric" not in scalars and not [t for t in scalars if t.startswith("hparams/")]
+    # the columns are the run's own losses, init loss next to log V
+    assert [m.name.tag for m in experiment.metric_infos] == ["init/loss", "init/uniform_loss", "train/loss",
+                                                             "val/loss", "test/loss"]
 
 
-def test_a_failing_job_does_not_stop_the_others(tmp_path):
-    sweep = tmp_path / "sweep"
-    result = run_train("-m", "model.depth=0,1", "callbacks=minimal", *FAST, f"hydra.sweep.dir={sweep}")
-    assert result.returncode != 0 and "1 job(s) failed: model.depth=0" in result.stderr
+def test_a_failing_job_does_not_stop_the_others(tmp_path, names_txt):
+    sweep, tiny = tmp_path / "sweep", tmp_path / "tiny.txt"
+    tiny.write_text("ann\nbo\n")  # a readable file: what fails (too few words to split) shows only once it is read
+    result = run_train("-m", "data=file", f"data.path={names_txt},{tiny}", "callbacks=minimal", *FAST,
+                       f"hydra.sweep.dir={sweep}")
+    bad, good = (f"data.path={str(p).replace('/', '_')}" for p in (tiny, names_txt))
+    assert result.returncode != 0 and f"1 job(s) failed: {bad}" in result.stderr
     rows = {r["run"]: r for r in csv.DictReader(open(sweep / "summary.csv"))}
-    assert rows["model.depth=0"]["status"] == "failed"
-    assert rows["model.depth=0"]["error"] == "ConfigError: model.depth=0 must be a positive integer; set model.depth >= 1"
-    assert rows["model.depth=1"]["status"] == "ok" and float(rows["model.depth=1"]["best_val_loss"]) > 0
-    assert (sweep / "model.depth=1" / "checkpoints" / "best.ckpt").is_file()
+    assert rows[bad]["status"] == "failed"
+    assert rows[bad]["error"].startswith("DataError: 2 words are too few for a train/val/test split")
+    assert rows[good]["status"] == "ok" and float(rows[good]["best_val_loss"]) > 0
+    assert (sweep / good / "checkpoints" / "best.ckpt").is_file()
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["resume=true", "optim.optimizer.lr=0.2"], "was trained with optim.optimizer.lr=0.1, not 0.2"),
+    (["resume=true", "threads=5"], "threads=5 must be a positive integer, at most this machine's"),
+    ([], "already holds a sweep's runs (4, such as init=kaiming,norm=batchnorm); continue it with resume=true"),
+])
+def test_a_refused_command_on_a_finished_sweep_writes_nothing(tiny_sweep, tmp_path, names_txt, overrides, message):
+    import hashlib
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep[0], sweep)
+    before = {p: hashlib.sha256(p.read_bytes()).digest() for p in sweep.rglob("*") if p.is_file()}
+    result = run_train("-m", *GRID, "data=file", f"data.path={names_txt}", *FAST, f"hydra.sweep.dir={sweep}", *overrides,
+                       timeout=120)
+    assert result.returncode == 2 and message in result.stderr and "Launching" not in result.stdout + result.stderr
+    assert {p: hashlib.sha256(p.read_bytes()).digest() for p in sweep.rglob("*") if p.is_file()} == before
 
 
 def test_sample_a_sweep_side_by_side(tiny_sweep):
@@ -112,7 +142,6 @@ def free_port():
 
 
 def test_a_real_tensorboard_server_serves_the_sweep(tiny_sweep):
-    import shutil
     import time
     import urllib.request
     from pathlib import Path
@@ -143,14 +172,25 @@ def test_a_real_tensorboard_server_serves_the_sweep(tiny_sweep):
         scalars, hists, images = (get(f"/data/plugin/{p}/tags") for p in ("scalars", "histograms", "images"))
         for run in RUNS:
             assert {"train/loss", "val/loss", "init/loss", "act/00.model.hidden.0.act/saturation"} <= set(scalars[run])
+            assert "epoch" not in scalars[run] and not [t for t in scalars[run] if t.startswith("hparams/")]
             assert "act/00.model.hidden.0.act" in hists[run]
-            assert "figures/activations" in images[run]
+            assert {"at_step_0/activations", "figures/activations"} <= set(images[run])
+        layout = get("/data/plugin/custom_scalars/layout")  # the four runs' layouts, merged by the server
+        assert layout["category"][0]["title"] == "1. the lesson"
+        charts = [c["title"] for category in layout["category"] for c in category["chart"]]
+        assert not [t for t in charts if "attention" in t]  # the MLP has none
+        assert [t for t in charts if "norm's input" in t]  # the batchnorm runs have one
         experiment = get("/data/plugin/hparams/experiment", {"experimentName": ""})
-        names = [h["name"] for h in experiment["hparamInfos"]]
-        assert {"init", "norm", "lr", "model.depth", "data"} <= set(names)
-        # the swept keys are marked as differing: TensorBoard lists them first and shows them
-        assert names[:2] == ["init", "norm"] and [h.get("differs") for h in experiment["hparamInfos"][:3]] == [True, True, False]
-        assert {m["name"]["tag"] for m in experiment["metricInfos"]} >= {"hparams/best_val_loss", "hparams/init_loss"}
+        # the swept keys, marked as differing, and nothing constant: TensorBoard shows five columns, whatever they hold
+        assert [(h["name"], h.get("differs")) for h in experiment["hparamInfos"]] == [("init", True), ("norm", True)]
+        assert [m["name"]["tag"] for m in experiment["metricInfos"]][:2] == ["init/loss", "init/uniform_loss"]
+        # the table's values: each metric's last value, read by the server from the runs' own tags
+        groups = get("/data/plugin/hparams/session_groups", {"experimentName": "", "allowedStatuses": [
+            "STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"], "colParams": [],
+            "startIndex": 0, "sliceSize": 10})["sessionGroups"]
+        init = {g["name"]: next(m["value"] for m in g["metricValues"] if m["name"]["tag"] == "init/loss")
+                for g in groups}
+        assert init["init=naive,norm=none"] > 10 > 3.4 > init["init=kaiming,norm=none"]
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -179,8 +219,6 @@ def test_report_renders_the_table_and_every_figure(tiny_sweep, tmp_path):
 
 
 def test_report_of_one_run_of_a_run_with_lost_events_and_of_a_wrong_folder(tiny_sweep, tmp_path):
-    import shutil
-
     from namegen.errors import UserError
     from namegen.report import report
 

@@ -3,7 +3,8 @@
     python -m namegen.bench throughput --data ../shared/data/names.txt   # steps/s: plain loop vs namegen
     python -m namegen.bench quality --data ../shared/data/names.txt      # wall time to val loss <= 2.10
     python -m namegen.bench sweep                                        # the default 2x2 sweep's wall time
-    python -m namegen.bench compile                                      # torch.compile against eager
+    python -m namegen.bench costs                                        # namegen's parts, per step, over a bare Trainer
+    python -m namegen.bench compile                                      # torch.compile: cold start, gain, break-even
     python -m namegen.bench commands                                     # how long a user waits for a command
     python -m namegen.bench diagnosis --data ../shared/data/names.txt    # seeded faults: detection and repair
 
@@ -70,7 +71,8 @@ WARMUP = 200  # steps before the clock starts: allocator and caches warm up
 
 
 class StepTimer(L.Callback):
-    """Times the training steps only: from the start of step WARMUP to the end of the last step."""
+    """Times the training steps only: from the start of step WARMUP to the start of the last step. The last step
+    is left out: its end is where callbacks do their end-of-run work (the last step's figures, histograms)."""
 
     def __init__(self):
         self.start = self.end = None
@@ -79,10 +81,9 @@ class StepTimer(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == WARMUP:
             self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.end = time.perf_counter()
-        self.steps = trainer.global_step
+        elif trainer.global_step == trainer.max_steps - 1:
+            self.end = time.perf_counter()
+            self.steps = trainer.global_step
 
     def steps_per_sec(self) -> float:
         return (self.steps - WARMUP) / (self.end - self.start)
@@ -162,31 +163,137 @@ def bench_throughput(args: argparse.Namespace) -> None:
         "plain loop, namegen's optimizer": lambda: plain_loop(dm, args.steps, args.norm, 42,
                                                               optimizer=namegen_optimizer)[0],
         "bare Lightning Trainer": lambda: bare_lightning(dm, args.steps, args.norm, 42),
-        "namegen, diagnostics off": lambda: namegen_run([*common, "callbacks=minimal"], out / "minimal", args.steps),
-        "namegen, diagnostics on": lambda: namegen_run([*common, "callbacks=default"], out / "default", args.steps),
+        "namegen, diagnostics off": lambda: namegen_run([*common, "callbacks=minimal", "compile=false"],
+                                                        out / "minimal", args.steps),
+        "namegen, diagnostics off, compiled": lambda: namegen_run([*common, "callbacks=minimal", "compile=true"],
+                                                                  out / "minimal_compiled", args.steps),
+        "namegen, diagnostics on": lambda: namegen_run([*common, "callbacks=default", "compile=false"],
+                                                       out / "default", args.steps),
+        "namegen, diagnostics on, compiled": lambda: namegen_run([*common, "callbacks=default", "compile=true"],
+                                                                 out / "default_compiled", args.steps),
     }, args.rounds, baseline="plain PyTorch loop")
-    off, on = table["namegen, diagnostics off"], table["namegen, diagnostics on"]
     print("\n| contender | steps/s (median) | ratio to plain loop (median) |\n|---|---|---|")
     for name, row in table.items():
         print(f"| {name} | {row['steps_per_sec']:.0f} | {row['ratio']:.2f}x |")
-    print(f"\ndiagnostics on / off: {on['ratio'] / off['ratio']:.2f}x")
+    print()
+    for a, b in (("namegen, diagnostics off", "bare Lightning Trainer"),
+                 ("namegen, diagnostics on", "namegen, diagnostics off"),
+                 ("namegen, diagnostics on, compiled", "namegen, diagnostics off, compiled"),
+                 ("namegen, diagnostics off, compiled", "namegen, diagnostics off")):
+        print(f"{a} / {b}: {table[a]['ratio'] / table[b]['ratio']:.2f}x")
     print("\nplain PyTorch loop: makemore's, torch's default SGD. plain loop, namegen's optimizer: the same loop with"
           f" namegen's configured optimizer ({namegen_optimizer.func.__name__}, {namegen_optimizer.keywords}).\n"
           "bare Lightning Trainer: the model in a LightningModule with nothing else, no logger, no callbacks.\n"
-          "namegen: the real training path (build() from the config), checkpointing, LR monitor and progress bar on.")
+          "namegen: the real training path (build() from the config), checkpointing, LR monitor and progress bar on;\n"
+          "compiled: compile=true, what compile=auto picks for a long run (the compile itself falls in the warm-up;"
+          " python -m namegen.bench compile measures it).")
+
+
+def bench_costs(args: argparse.Namespace) -> None:
+    """What each part of namegen's eager path costs per step over a bare Trainer: namegen with everything
+    (callbacks=minimal: checkpointing, LR monitor, progress bar, TensorBoard), then without one part at a time,
+    then the module alone (no callbacks, no logger); interleaved, median; each part's cost is the difference
+    of the steps' durations."""
+    dm = CharDataModule(source="file" if args.data else "names_first", path=args.data).prepare()
+    data = ["data=file", f"data.path={Path(args.data).resolve()}"] if args.data else []
+    common = [*data, f"norm={args.norm}", "init=kaiming", "callbacks=minimal", "compile=false"]
+    out = Path(args.out)
+    without = {"progress bar": ["~callbacks.progress", "+trainer.enable_progress_bar=false"],
+               "LR monitor": ["~callbacks.lr_monitor"], "checkpointing": ["~callbacks.checkpoint",
+                                                                         "+trainer.enable_checkpointing=false"]}
+    alone = ["~callbacks", "~logger", "+trainer.enable_progress_bar=false", "+trainer.enable_checkpointing=false"]
+    contenders = {"bare Lightning Trainer": lambda: bare_lightning(dm, args.steps, args.norm, 42),
+                  "namegen (callbacks=minimal)": lambda: namegen_run(common, out / "all", args.steps)}
+    for part, overrides in without.items():
+        contenders[f"namegen without the {part}"] = lambda o=overrides, d=part: namegen_run(
+            [*common, *o], out / d.replace(" ", "_"), args.steps)
+    contenders["namegen module alone (no callbacks, no logger)"] = lambda: namegen_run([*common, *alone], out / "alone",
+                                                                                        args.steps)
+    table = compare(contenders, args.rounds, baseline="bare Lightning Trainer")
+    # us per step, from the bare Trainer's median and each contender's median per-round ratio to it (under
+    # load the ratios of one round hold better than rates taken from different rounds)
+    bare_step = 1e6 / table["bare Lightning Trainer"]["steps_per_sec"]
+    step = {name: bare_step / row["ratio"] for name, row in table.items()}
+    print("\n| contender | steps/s (median) | ratio to the bare Trainer | us per step over the bare Trainer |"
+          "\n|---|---|---|---|")
+    bare = step["bare Lightning Trainer"]
+    for name, row in table.items():
+        print(f"| {name} | {row['steps_per_sec']:.0f} | {row['ratio']:.2f}x | {step[name] - bare:+.0f} |")
+    full = step["namegen (callbacks=minimal)"]
+    print("\ncost per step of each part (namegen with it minus namegen without it):")
+    for part in without:
+        print(f"  {part}: {full - step[f'namegen without the {part}']:+.0f} us")
+    print(f"  the module, its optimizer, scheduler and data path over the bare Trainer's: "
+          f"{step['namegen module alone (no callbacks, no logger)'] - bare:+.0f} us")
+
+
+FIRST_COMPILED_STEP = """
+import sys, time, torch, torch.nn.functional as F
+from namegen.model import MLP, MLPConfig, initialize
+torch.set_num_threads(1)
+model = torch.compile(initialize(MLP(MLPConfig(norm=sys.argv[1])), "kaiming").forward)
+x, y = torch.randint(0, 27, (32, 3)), torch.randint(0, 27, (32,))
+start = time.perf_counter()
+F.cross_entropy(model(x), y).backward()  # compiles the forward graph, then the backward
+print(time.perf_counter() - start)
+"""
+
+
+def first_compiled_step(norm: str, cache: Path) -> float:
+    """Seconds of the first compiled training step (forward and backward) of a fresh process, kernel cache in `cache`."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
+    out = subprocess.run([sys.executable, "-c", FIRST_COMPILED_STEP, norm], env=env, check=True, capture_output=True,
+                         text=True).stdout
+    return float(out.split()[-1])
 
 
 def bench_compile(args: argparse.Namespace) -> None:
-    """Does torch.compile pay on this CPU? The plain loop eager against compiled, interleaved."""
+    """What torch.compile costs and saves here, and so where compile=auto's cutoff lies.
+
+    The cold start is the first compiled step of a fresh process: with an empty kernel cache (a machine's first
+    compiled run) and with the cache that run left behind (every later run with the same net, sweep jobs
+    included). The saving per step is eager against compiled, plain loop and namegen, interleaved.
+    """
+    import tempfile
+
+    from namegen.module import COMPILE_MIN_STEPS
+
+    default_steps = compose_cfg([]).trainer.max_steps
+    with tempfile.TemporaryDirectory() as cache:
+        cold = first_compiled_step(args.norm, Path(cache))
+        warm = first_compiled_step(args.norm, Path(cache))
+    print(f"## torch.compile, norm={args.norm}: first compiled step {cold:.1f} s with an empty kernel cache, "
+          f"{warm:.1f} s with a warm one", flush=True)
     dm = CharDataModule(source="file" if args.data else "names_first", path=args.data).prepare()
-    start = time.perf_counter()
-    plain_loop(dm, WARMUP + 1, args.norm, 42, compiled=True)
-    print(f"## torch.compile: first compile and warm-up took {time.perf_counter() - start:.0f} s")
+    data = ["data=file", f"data.path={Path(args.data).resolve()}"] if args.data else []
+    common = [*data, f"norm={args.norm}", "init=kaiming", "callbacks=minimal"]
+    out = Path(args.out)
     table = compare({
-        "eager": lambda: plain_loop(dm, args.steps, args.norm, 42)[0],
-        "torch.compile": lambda: plain_loop(dm, args.steps, args.norm, 42, compiled=True)[0],
-    }, args.rounds, baseline="eager")
-    print(f"\ncompiled / eager steps/s: {table['torch.compile']['ratio']:.2f}x")
+        "plain loop, eager": lambda: plain_loop(dm, args.steps, args.norm, 42)[0],
+        "plain loop, compiled": lambda: plain_loop(dm, args.steps, args.norm, 42, compiled=True)[0],
+        "namegen, eager": lambda: namegen_run([*common, "compile=false"], out / "eager", args.steps),
+        "namegen, compiled": lambda: namegen_run([*common, "compile=true"], out / "compiled", args.steps),
+    }, args.rounds, baseline="plain loop, eager")
+    print("\n| contender | steps/s (median) | ratio to the eager plain loop (median) |\n|---|---|---|")
+    for name, row in table.items():
+        print(f"| {name} | {row['steps_per_sec']:.0f} | {row['ratio']:.2f}x |")
+    eager = table["namegen, eager"]["steps_per_sec"]
+    gain = table["namegen, compiled"]["ratio"] / table["namegen, eager"]["ratio"]  # of the per-round ratios: robust
+    compiled = eager * gain
+    saved = 1 / eager - 1 / compiled  # seconds per step
+    print(f"\nnamegen compiled / eager: {gain:.2f}x; {saved * 1e6:.0f} us saved per step")
+    if saved > 0:
+        print(f"break-even run length: {cold / saved:,.0f} steps (empty cache), {warm / saved:,.0f} steps (warm cache);"
+              f" compile=auto compiles from {COMPILE_MIN_STEPS:,} steps")
+    job = default_steps / eager
+    print(f"a default run ({default_steps:,} steps, {job:.0f} s of training steps here) compiled would spend "
+          f"{cold / (cold + default_steps / compiled):.0%} (empty cache) or {warm / (warm + default_steps / compiled):.0%}"
+          f" (warm) of its training time compiling, and end {cold + default_steps / compiled - job:+.0f} s / "
+          f"{warm + default_steps / compiled - job:+.0f} s later: compile=auto leaves it eager")
 
 
 def bench_quality(args: argparse.Namespace) -> None:
@@ -265,8 +372,8 @@ def bench_commands(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["throughput", "quality", "sweep", "compile", "commands", "diagnosis"], nargs="?",
-                   default="throughput")
+    p.add_argument("what", choices=["throughput", "costs", "quality", "sweep", "compile", "commands", "diagnosis"],
+                   nargs="?", default="throughput")
     p.add_argument("--data", help="a word file (default: the built-in names_first)")
     p.add_argument("--steps", type=int, default=5000, help="throughput: training steps per run (default 5000)")
     p.add_argument("--rounds", type=int, default=5, help="throughput: interleaved rounds (default 5)")
@@ -275,8 +382,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reuse", help="diagnosis: an earlier benchmark's folder; its runs whose config is identical are "
                                    "diagnosed again instead of trained again")
     args = p.parse_args(argv)
-    if args.steps <= WARMUP:
-        p.error(f"--steps must exceed the {WARMUP} warm-up steps")
+    if args.steps < WARMUP + 2:  # the clock runs from step WARMUP to the start of the last step
+        p.error(f"--steps must be at least {WARMUP + 2}: {WARMUP} warm-up steps, one timed, and the last")
     torch.set_num_threads(1)
     if args.what == "diagnosis":
         from namegen.bench_diagnosis import bench_diagnosis
@@ -284,10 +391,8 @@ def main(argv: list[str] | None = None) -> None:
         if not args.data:
             raise SystemExit("diagnosis needs --data (makemore's names.txt)")
         return bench_diagnosis(args.data, Path(args.out), reuse=Path(args.reuse) if args.reuse else None)
-    {"throughput": bench_throughput, "quality": bench_quality, "sweep": bench_sweep, "compile": bench_compile,
-     "commands": bench_commands}[
-        args.what
-    ](args)
+    {"throughput": bench_throughput, "costs": bench_costs, "quality": bench_quality, "sweep": bench_sweep,
+     "compile": bench_compile, "commands": bench_commands}[args.what](args)
 
 
 if __name__ == "__main__":

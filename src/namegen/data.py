@@ -14,22 +14,39 @@ import lightning as L
 import torch
 
 from namegen.errors import check_positive_int
-from namegen.vocab import BOUNDARY, Vocab
+from namegen.vocab import Vocab
 from namegen.words import SOURCES, DataError, load_words, split_words
 
 
+def encode_words(words: list[str], vocab: Vocab) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, pos): every word's character ids followed by its end marker '.' (id 0), all words in one flat tensor,
+    and each id's position within its word. Built from the words' bytes by table lookup, never a Python list
+    per character (a list of ints costs ~36 bytes an item; an 8 MB corpus would take gigabytes)."""
+    text = torch.frombuffer(bytearray("\n".join(words).encode() + b"\n"), dtype=torch.uint8)
+    table = torch.zeros(256, dtype=torch.long)  # byte -> id; "\n" -> 0, the end marker
+    for i, ch in enumerate(vocab.chars[1:], start=1):
+        table[ord(ch)] = i
+    ids = table[text.long()]
+    ends = (text == ord("\n")).nonzero().squeeze(1)  # (W,) where each word's end marker is
+    starts = torch.cat([torch.zeros(1, dtype=torch.long), ends[:-1] + 1])
+    lengths = ends - starts + 1  # the word and its end marker
+    pos = torch.arange(len(ids)) - torch.repeat_interleave(starts, lengths)
+    return ids, pos
+
+
 def build_examples(words: list[str], vocab: Vocab, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Windows: X (N, block_size) context ids, Y (N,) next id, one row per character and end of each word."""
-    stoi = vocab.stoi
-    xs, ys = [], []
-    for w in words:
-        context = [0] * block_size
-        for ch in w + BOUNDARY:
-            ix = stoi[ch]
-            xs.append(context)
-            ys.append(ix)
-            context = context[1:] + [ix]
-    return torch.tensor(xs, dtype=torch.long).view(-1, block_size), torch.tensor(ys, dtype=torch.long)
+    """Windows: X (N, block_size) context ids, Y (N,) next id, one row per character and end of each word.
+
+    Row j's context is the `block_size` ids before position j of its word, '.' (0) where the word has not
+    begun: makemore's sliding window, as one gather over the flat ids.
+    """
+    ids, pos = encode_words(words, vocab)
+    x = torch.zeros(len(ids), block_size, dtype=torch.long)
+    for k in range(block_size):  # column k looks back `back` positions: a column at a time, no (N, T) index
+        back = block_size - k
+        x[back:, k] = ids[:-back]
+        x[:, k].masked_fill_(pos < back, 0)  # before the word's start: padding
+    return x, ids
 
 
 def build_sequences(words: list[str], vocab: Vocab, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,12 +54,13 @@ def build_sequences(words: list[str], vocab: Vocab, block_size: int) -> tuple[to
 
     Padding is '.' in X and -1 in Y, where the loss ignores it (makemore's layout).
     """
+    ids, pos = encode_words(words, vocab)
+    row = (pos == 0).cumsum(0) - 1  # each id's word
     x = torch.zeros(len(words), block_size, dtype=torch.long)
     y = torch.full((len(words), block_size), -1, dtype=torch.long)
-    for i, w in enumerate(words):
-        ids = vocab.encode(w)
-        x[i, 1 : len(ids) + 1] = torch.tensor(ids, dtype=torch.long)
-        y[i, : len(ids) + 1] = torch.tensor(ids + [0], dtype=torch.long)
+    y[row, pos] = ids
+    chars = ids != 0  # a word's characters shift one right in X; its end marker has no next position
+    x[row[chars], pos[chars] + 1] = ids[chars]
     return x, y
 
 

@@ -21,3 +21,9 @@ def check_positive_int(key: str, value: Any, error: type[UserError] = ConfigErro
     """The one positive-integer rule: `key=value must be a positive integer; set key >= 1`."""
     if not is_positive_int(value):
         raise error(f"{key}={value!r} must be a positive integer; set {key} >= 1")
+
+
+def shown(value: Any) -> str:
+    """A value as the user typed it, cut short: a 5,000-digit seed or a 300-character folder is named, not printed."""
+    text = repr(value)
+    return text if len(text) <= 160 else f"{text[:40]}...{text[-20:]} ({len(text)} characters)"

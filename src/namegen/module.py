@@ -7,44 +7,36 @@ Lightning documents it (`trainer.global_step` counts optimizer steps).
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from callbacks.tags import ACT, ATTN, GRAD, GRAD_DATA_RATIO, NORM, UPDATE_RATIO, family_regex
 from namegen.checkpoint import CHECKPOINT_KEY, CHECKPOINT_VERSION
 from namegen.errors import ConfigError
 from namegen.nets import build_model
 from namegen.stats import buffers_kept, format_layer_stats, layer_stats
 
-def multiline(*regexes: str) -> list:
-    return ["Multiline", list(regexes)]
+log = logging.getLogger(__name__)
+
+# compile=auto compiles a run of at least this many steps. Measured (python -m namegen.bench compile, README
+# Throughput): a compiled step of the MLP saves ~6% of namegen's step (Lightning's per-step machinery is not
+# compiled); the first compiled step costs 3,000-20,000 eager steps' time (a warm or an empty kernel cache).
+# Break-even: ~55k-130k steps with a warm cache, ~360k-430k with an empty one. The default 20k-step run stays
+# eager (its sweep must not get slower); makemore's 200k compile, which pays once the cache is warm.
+COMPILE_MIN_STEPS = 100_000
+PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})  # values nn.Module never registers
 
 
-# TensorBoard's Custom Scalars layout: each quantity as one chart across layers, the lesson's first
-CHARTS = {
-    "1. the lesson": {
-        "loss at step 0 (init/loss) next to log V, a uniform guess's (init/uniform_loss)": multiline(r"^init/"),
-        "train and validation loss": multiline(r"^train/loss$", r"^val/loss$"),
-        "saturation: fraction of each activation in its flat region": multiline(family_regex(ACT, "saturation")),
-        "log10 update:data ratio of each weight matrix (about -3 is healthy)": multiline(family_regex(UPDATE_RATIO)),
-    },
-    "2. activations": {
-        "activation std by layer": multiline(family_regex(ACT, "std")),
-        "dead units (flat for the whole batch)": multiline(family_regex(ACT, "dead")),
-        "std of each norm's input: the scale it takes out": multiline(family_regex(NORM, "in_std")),
-        "attention logits' std (softmax saturates when large)": multiline(family_regex(ATTN, "std")),
-    },
-    "3. gradients": {
-        "gradient std reaching each activation": multiline(family_regex(GRAD, "std")),
-        "grad:data ratio of each weight matrix": multiline(family_regex(GRAD_DATA_RATIO)),
-    },
-    "4. learning rate": {"learning rate": multiline(r"^lr-")},
-}
+def compile_wanted(setting: str | bool, max_steps: int) -> bool:
+    """What `compile` (auto, true or false) means for a run of `max_steps` optimizer steps."""
+    if setting == "auto":
+        return max_steps >= COMPILE_MIN_STEPS
+    return setting
 
 
 def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -100,11 +92,14 @@ class NameGen(L.LightningModule):
         scheduler: a Hydra node for a torch LR scheduler stepped every optimizer step, or None.
         init: `scheme` (naive, kaiming, pytorch), `gain`, `output_scale`.
         diverge_factor: a loss above this many times the initial loss counts as diverged, like a non-finite one.
+        compile: train through a `torch.compile`d copy of the model's forward (not a hyperparameter: it changes
+            the speed, and the float rounding of fused kernels, not the model). Steps that a callback records
+            (its `records_at(step)` is True), validation and testing run the eager model, with its hooks.
 
-    Logged to every attached logger, against the optimizer step: `train/loss` (Lightning's
-    `log_every_n_steps`), `val/loss` at each validation, `test/loss`, and at step 0, before
-    any update, `init/loss` next to `init/uniform_loss` = log(vocab_size), the loss of a
-    network that knows nothing and says so.
+    Logged to every attached logger, against the optimizer step: `train/loss` at step 0 and every
+    `log_every_n_steps`, `val/loss` at each validation, `test/loss`, and `init/loss` (the loss before any
+    update, on the whole validation split) next to `init/uniform_loss` = log(vocab_size), the loss of a
+    network that knows nothing and says so: both at step 0 and held flat at every `train/loss` point.
     """
 
     def __init__(
@@ -115,17 +110,37 @@ class NameGen(L.LightningModule):
         scheduler: dict[str, Any] | None = None,
         init: dict[str, Any] | None = None,
         diverge_factor: float = 100.0,
+        compile: bool = False,
     ):
         super().__init__()
         if not diverge_factor > 1:
             raise ConfigError(f"diverge_factor={diverge_factor!r} must be > 1 (a multiple of the initial loss)")
-        self.save_hyperparameters(logger=False)  # namegen writes its own HParams table at the end of a run
+        if not isinstance(compile, bool):
+            raise ConfigError(f"compile={compile!r} must be true or false (compile_wanted resolves auto)")
+        # namegen writes its own HParams table at the end of a run; compile is how, not what, it trains
+        self.save_hyperparameters(ignore=["compile"], logger=False)
         self.vocab = list(vocab)
         self.model = build_model(model, {"scheme": "kaiming"} if init is None else init)
         self.init_loss: float | None = None
+        # The compiled forward of the same model (same parameters): a function, not a module, so it is not
+        # registered as a submodule and no `_orig_mod.` key reaches a state dict. torch.compile is lazy: the
+        # first call compiles (and may fail, see step_model).
+        self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = torch.compile(self.model.forward) if compile else None
+        self.compile_checked = False  # the first compiled call succeeded
+        self.recorders: list[Any] = []  # the callbacks that say which steps they record (records_at)
         # (step, loss, inputs) of the steps whose loss the divergence check has not read yet: a plain list, as
         # setting a module attribute every step would cost more than the check
         self.unread: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning records the running hook's name on the module about 44 times a step, and nn.Module.__setattr__
+        # first checks every value against parameters, buffers and submodules (~10% of this net's step). A plain
+        # value replacing a plain attribute is none of those (register_parameter, register_buffer and add_module
+        # refuse a name already in __dict__): nn.Module would store it as object.__setattr__ does.
+        if type(value) in PLAIN_TYPES and name in self.__dict__:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
@@ -134,13 +149,42 @@ class NameGen(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = loss_fn(self.model(x), y)
+        loss = loss_fn(self.step_model(x), y)
         self.check_diverged(loss, x)
         # self.log costs about as much as this net's whole step, and Lightning writes the value only on
         # its logging steps ((step + 1) % log_every_n_steps == 0): call it on those alone
         if self.lightning_logs_at(self.global_step):
             self.log("train/loss", loss, prog_bar=True)
+            self.log_dict(self.held_flat())
+        elif self.global_step == 0:  # the lesson's headline, which Lightning's first logging step would miss
+            for logger in self.loggers:
+                logger.log_metrics({"train/loss": loss.item()}, step=0)
         return loss
+
+    def held_flat(self) -> dict[str, float]:
+        """The step-0 loss and log V, held flat over the run: TensorBoard's outlier clipping (on by default)
+        cuts a single point of ~20 off a chart, never a line that is a whole run long."""
+        held = {"init/uniform_loss": math.log(len(self.vocab))}
+        return held if self.init_loss is None else {"init/loss": self.init_loss, **held}
+
+    def step_model(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's logits for a training step: eager on every step a callback records (Dynamo would run a
+        compiled step without the hooks the callback added for it: skip_nnmodule_hook_guards), compiled otherwise."""
+        if self.compiled is None or any(cb.records_at(self.global_step) for cb in self.recorders):
+            return self.model(x)
+        if self.compile_checked:
+            return self.compiled(x)
+        try:
+            logits = self.compiled(x)  # compiles the graph, then runs it: nothing has run if compiling fails
+        except Exception as e:  # no C++ compiler, an op Inductor cannot lower, ...: any of torch's many errors
+            reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            if self.trainer.is_global_zero:
+                log.warning("compile: torch.compile failed (%s: %s); training on without compiling (compile=false "
+                            "skips the attempt)", type(e).__name__, reason[:200])
+            self.compiled = None
+            return self.model(x)
+        self.compile_checked = True
+        return logits
 
     def lightning_logs_at(self, step: int) -> bool:
         """Whether Lightning writes what `self.log` receives on this step: its logging steps, and the final step."""
@@ -194,6 +238,7 @@ class NameGen(L.LightningModule):
         self.log("test/loss", loss_fn(self.model(batch[0]), batch[1]), batch_size=len(batch[1]))
 
     def on_fit_start(self) -> None:
+        self.recorders = [cb for cb in self.trainer.callbacks if callable(getattr(cb, "records_at", None))]
         self.unread.clear()
 
     def on_validation_start(self) -> None:
@@ -203,19 +248,14 @@ class NameGen(L.LightningModule):
         self.read_losses()
 
     def on_train_start(self) -> None:
-        if self.trainer.is_global_zero and self.global_step == 0:
-            for logger in self.loggers:  # TensorBoard's Custom Scalars tab: the lesson's charts first
-                if hasattr(logger.experiment, "add_custom_scalars"):
-                    logger.experiment.add_custom_scalars(CHARTS)
         datamodule = self.trainer.datamodule
         if self.global_step == 0 and datamodule is not None:
             # the whole validation split with batch statistics: the loss as the first step sees it, without noise
             # moved as Lightning moves every batch (the module's and datamodule's transfer hooks): any accelerator
             batch = self.trainer.strategy.batch_to_device(next(iter(datamodule.val_dataloader())))
             self.init_loss = self.batch_statistics_loss(batch)
-            metrics = {"init/loss": self.init_loss, "init/uniform_loss": math.log(len(self.vocab))}
             for logger in self.loggers:
-                logger.log_metrics(metrics, step=0)
+                logger.log_metrics(self.held_flat(), step=0)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Stopping is how Lightning's own EarlyStopping asks for a last validation: the final step is then

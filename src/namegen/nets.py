@@ -24,12 +24,12 @@ ARCHITECTURES = {
 DATA_KEYS = ("arch", "context")
 
 
-def build_model(spec: dict[str, Any], init: dict[str, Any] | None = None) -> nn.Module:
-    """The network a model spec describes (`arch` plus its config fields), initialized by `init` if given."""
+def model_config(spec: dict[str, Any]) -> Any:
+    """The architecture's config dataclass for a model spec (`arch` plus its config fields), its checks passed."""
     arch = spec.get("arch", "mlp")
     if arch not in ARCHITECTURES:
         raise ConfigError(f"unknown model.arch {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-    config_cls, model_cls, init_fn = ARCHITECTURES[arch]
+    config_cls = ARCHITECTURES[arch][0]
     fields = {k: v for k, v in spec.items() if k not in DATA_KEYS}
     try:
         config = config_cls(**fields)
@@ -38,6 +38,13 @@ def build_model(spec: dict[str, Any], init: dict[str, Any] | None = None) -> nn.
             raise ConfigError(f"model.arch={arch}: {e}") from None
         valid = ", ".join(f"model.{f}" for f in config_cls.__dataclass_fields__)
         raise ConfigError(f"model.arch={arch}: {e}; valid keys are {valid}") from None
+    return config
+
+
+def build_model(spec: dict[str, Any], init: dict[str, Any] | None = None) -> nn.Module:
+    """The network a model spec describes (`arch` plus its config fields), initialized by `init` if given."""
+    config = model_config(spec)
+    _, model_cls, init_fn = ARCHITECTURES[spec.get("arch", "mlp")]
     model = model_cls(config)
     if init is not None:
         init_fn(model, init["scheme"], init.get("gain"), init.get("output_scale", 0.1))

@@ -8,6 +8,7 @@ four plots for each run, and names sampled from each run's best checkpoint.
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,10 @@ from callbacks.tags import ACT, GRAD, GRAD_DATA_RATIO, UPDATE_RATIO, WEIGHT_GRAD
 from namegen.checkpoint import load_checkpoint
 from namegen.events import Scalars, family, histogram_density, layer_saturation, load, scalars_of
 from namegen.sample import sample_names
+from namegen.errors import UserError
+from namegen.paths import writable_folder
 from namegen.results import EVENT_GLOB, read_result, require_runs
-from namegen.sweep import markdown_table, summary_rows, write_summary
+from namegen.sweep import markdown_table, summary_rows
 
 def slug(name: str) -> str:
     """A run name as a file-name-safe, link-safe string: init=naive,norm=none -> init-naive_norm-none."""
@@ -91,15 +94,26 @@ def lesson_plots(acc, scalars: Scalars, name: str) -> dict[str, object]:
 
 def report(path: str | Path, out_dir: str | Path | None = None, n_samples: int = 8, seed: int = 0) -> Path:
     """Render the report of a run or sweep folder; returns the path of report.md. Checks come before any write."""
+    folder = Path(path)
+    run_dirs = require_runs(folder)
+    out = writable_folder(out_dir if out_dir is not None else folder / "report",
+                          "--out" if out_dir is not None else "the report folder (--out)")
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return render(folder, run_dirs, out, n_samples, seed)
+    except UserError:
+        if made:  # refused: nothing of this command is left behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def render(folder: Path, run_dirs: list[Path], out: Path, n_samples: int, seed: int) -> Path:
     from namegen.checkpoint import CheckpointError
     from namegen.diagnosis import diagnose_run
 
-    folder = Path(path)
-    run_dirs = require_runs(folder)
-    sweep = run_dirs != [folder]
-    out = Path(out_dir) if out_dir is not None else folder / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    table = write_summary(folder) if sweep else markdown_table(*summary_rows([(folder.name, read_result(folder))]))
+    # the runs' results as they are: the sweep's own summary files are its records, not rewritten here
+    table = markdown_table(*summary_rows([(d.name, read_result(d)) for d in run_dirs]))
     accs = {d.name: load(d, histograms=True) for d in run_dirs if any(d.glob(EVENT_GLOB))}
     scalars = {name: scalars_of(acc) for name, acc in accs.items()}
     lost = [d.name for d in run_dirs if not scalars.get(d.name)]

@@ -10,7 +10,9 @@ from typing import Any
 from namegen.errors import UserError
 
 RESULT_FILE = "result.json"
-RECORD = Path(".hydra") / "config.yaml"  # the run's config, where Hydra would put it (namegen writes it)
+RECORD = Path(".hydra") / "config.yaml"  # the run's config, where Hydra would put it (namegen writes it once)
+DATA_RECORD = RECORD.with_name("data.json")  # the corpus it was trained on: size and SHA-256
+RESUMES = RECORD.with_name("resumes.jsonl")  # one line per resume: when, from which step, what it changed
 EVENT_GLOB = "events.out.tfevents.*"  # a run folder's TensorBoard event files
 
 
@@ -25,11 +27,27 @@ def write_result(run_dir: Path, result: dict[str, Any]) -> None:
     write_atomic(run_dir / RESULT_FILE, json.dumps(result, indent=2, default=str))
 
 
+def record_failure(run_dir: Path, error: str) -> None:
+    """A job that failed before finishing, for the sweep summary; never over a result already written."""
+    if not (run_dir / RESULT_FILE).exists():
+        write_result(run_dir, {"status": "failed", "error": error})
+
+
+def what_run(path: Path) -> str | None:
+    """What shows that `path` holds a run (one namegen trained or tried to train in): its config record, result,
+    checkpoints or event files, any of which may have been lost; None for a folder that holds none of them."""
+    if not path.is_dir():
+        return None
+    for what, there in ((f"{RECORD}", (path / RECORD).is_file()), (RESULT_FILE, (path / RESULT_FILE).is_file()),
+                        ("checkpoints", (path / "checkpoints").is_dir()), ("event files", any(path.glob(EVENT_GLOB)))):
+        if there:
+            return what
+    return None
+
+
 def is_run(path: Path) -> bool:
-    """A run folder: one namegen trained or tried to train in (its record, result, checkpoints or event files;
-    any of them may have been lost)."""
-    return path.is_dir() and ((path / RECORD).is_file() or (path / RESULT_FILE).is_file()
-                              or (path / "checkpoints").is_dir() or any(path.glob(EVENT_GLOB)))
+    """The one rule for "this folder already holds a run"."""
+    return what_run(path) is not None
 
 
 def run_folders(path: Path) -> list[Path]:
@@ -42,8 +60,8 @@ def run_folders(path: Path) -> list[Path]:
 def require_runs(path: Path) -> list[Path]:
     """`run_folders(path)`, or a UserError saying what to give instead."""
     if not path.is_dir():
-        raise UserError(f"no such folder: {str(path)!r}; give a run folder (outputs/runs/<time>) or a sweep folder "
-                        "(outputs/sweeps/<time>)")
+        what = f"{str(path)!r} is a file, not a folder" if path.exists() else f"no such folder: {str(path)!r}"
+        raise UserError(f"{what}; give a run folder (outputs/runs/<time>) or a sweep folder (outputs/sweeps/<time>)")
     runs = run_folders(path)
     if not runs:
         raise UserError(f"{path} is neither a run folder nor a sweep folder of runs; give outputs/runs/<time> or "
@@ -57,6 +75,9 @@ def read_result(run: Path) -> dict[str, Any]:
     if not result_file.is_file():
         return {"status": "failed", "error": f"no {RESULT_FILE}: the job died before finishing"}
     try:
-        return json.loads(result_file.read_text())
+        result = json.loads(result_file.read_text())
     except (OSError, ValueError) as e:
         return {"status": "failed", "error": f"unreadable {RESULT_FILE} ({type(e).__name__})"}
+    if not isinstance(result, dict):
+        return {"status": "failed", "error": f"unreadable {RESULT_FILE} (a JSON {type(result).__name__}, not an object)"}
+    return result

@@ -29,7 +29,7 @@ def sample_names(
     model.eval()
     block_size = model.cfg.block_size
     for c, start in enumerate(range(0, n, CHUNK)):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + c)
+        g = torch.Generator().manual_seed((seed * 1_000_003 + c) % 2**64)  # any seed up to 2**63 - 1: 64 bits
         uniforms = torch.rand(max_len, CHUNK, generator=g)  # the whole chunk's draws, whatever its size
         rows = min(CHUNK, n - start)
         idx = torch.zeros(rows, 1, dtype=torch.long)  # (rows, 1): '.' starts every name

@@ -23,14 +23,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from namegen.resolvers import swept_keys  # importing it registers the resolvers the config uses
 from namegen.checkpoint import CHECKPOINT_DIR, LAST, read_checkpoint
+from namegen.board import hparams_end, hparams_start
 from namegen.checks import validate
 from namegen.errors import ConfigError, UserError
 from namegen.diagnosis import diagnose, write_diagnosis
 from namegen.diagnosis.config import RunConfig
 from namegen.diagnosis.render import TEXT_TAG, card
 from namegen.events import mean_saturation, read_scalars
-from namegen.results import EVENT_GLOB, RECORD, RESULT_FILE, write_atomic, write_result
-from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION, DivergedError, NameGen
+from namegen.results import DATA_RECORD, EVENT_GLOB, RECORD, RESULT_FILE, RESUMES, write_atomic, write_result
+from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION, DivergedError, NameGen, compile_wanted
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +86,16 @@ def container(node: DictConfig | None) -> Any:
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, NameGen, L.Trainer]:
     """The datamodule, the LightningModule and the Trainer a config describes."""
+    # the callbacks first: they check their arguments when built, before the corpus is read
+    callbacks = [build_node(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
     datamodule = build_node(cfg.data, "data").prepare()
     model = {**container(cfg.model), "vocab_size": len(datamodule.vocab), "block_size": datamodule.block_size}
+    compiled = compile_wanted(cfg.compile, cfg.trainer.max_steps)
+    if compiled:  # the first steps wait for it: say why
+        log.info("compile=%s: the training steps run torch.compile'd; compiling takes a while at the first step",
+                 "auto" if cfg.compile == "auto" else "true")
     module = NameGen(model, datamodule.vocab.to_list(), optimizer=container(cfg.optim.optimizer),
-                     scheduler=container(cfg.optim.get("scheduler")), init=container(cfg.init))
-    callbacks = [build_node(c, f"callbacks.{name}") for name, c in (cfg.get("callbacks") or {}).items() if c is not None]
+                     scheduler=container(cfg.optim.get("scheduler")), init=container(cfg.init), compile=compiled)
     loggers = cfg.get("logger")  # name -> logger (conf/logger/*.yaml), so logger=[tensorboard,csv] composes both
     logger = [build_node(c, f"logger.{name}") for name, c in (loggers or {}).items() if c is not None] or False
     trainer = build_node(cfg.trainer, "trainer", callbacks=callbacks, logger=logger, default_root_dir=cfg.run_dir)
@@ -101,8 +107,8 @@ GROUP_VALUE = {"init": "init.scheme", "norm": "model.norm", "model": "model.arch
 
 
 def hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The run's choices for TensorBoard's HParams table: the sweep's swept keys first (so they are the columns
-    it shows), integers as text (the table would print 32 as 32.000)."""
+    """The run's choices, for its loggers' records (hparams.yaml) and TensorBoard's HParams table: the sweep's
+    swept keys first, integers as text (the table would print 32 as 32.000)."""
     model = {f"model.{k}": v for k, v in container(cfg.model).items() if k not in ("norm", "arch", "context")}
     values = {
         "init": cfg.init.scheme,
@@ -144,37 +150,25 @@ def resume_from(cfg: DictConfig, run_dir: Path) -> tuple[str | None, int]:
     return str(last), ckpt["global_step"]
 
 
-# what a resume may change: how fast and what to watch, nothing the results depend on. Not trainer.max_steps:
-# the LR schedule restored from the checkpoint was laid out over the original one.
-RESUMABLE = ("resume", "run_dir", "threads", "callbacks", "logger")
+def record_run(cfg: DictConfig, run_dir: Path, resuming: bool, step: int) -> None:
+    """The run's record, written once when it starts: its config and the corpus it trains on (`validate` refused
+    a resume that differs from them). A resume never rewrites them: it adds a line to the resumes log."""
+    from namegen.checks import against_record
+    from namegen.words import fingerprint
 
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        return {k: v for key, value in node.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
-    return {prefix[:-1]: node}
-
-
-def check_record(cfg: DictConfig, run_dir: Path, resuming: bool) -> None:
-    """Resuming: the run's record must exist and agree with `cfg` on everything but `RESUMABLE`. Then (re)write it."""
     record = run_dir / RECORD
-    if resuming and not record.is_file():
-        if not isinstance(cfg.resume, bool) or (run_dir / CHECKPOINT_DIR).exists():
-            raise ConfigError(f"resume: {run_dir} is not a namegen run folder (no {RECORD}); give the folder of "
-                              "the run to continue, or resume=false for a new run")
-        # resume=true in a sweep whose job never started (the sweep callback checked the sweep holds runs)
-        log.info("resume: %s holds no run yet; it starts at step 0", run_dir)
-    elif resuming:
-        saved = flatten(OmegaConf.to_container(OmegaConf.load(record), resolve=False))
-        wanted = flatten(OmegaConf.to_container(cfg, resolve=False))
-        differ = sorted(k for k in saved.keys() | wanted.keys()
-                        if saved.get(k) != wanted.get(k) and not k.startswith(RESUMABLE))
-        if differ:
-            shown = ", ".join(f"{k}={saved.get(k)!r}, not {wanted.get(k)!r}" for k in differ[:3])
-            raise ConfigError(f"resume: {run_dir} was trained with {shown}; resume with the run's own overrides "
-                              f"(its {RECORD}), changing only threads, callbacks or loggers")
     record.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(record, OmegaConf.to_yaml(cfg))
+    if not record.is_file():
+        write_atomic(run_dir / DATA_RECORD, json.dumps(fingerprint(cfg.data.source, cfg.data.get("path"))))
+        write_atomic(record, OmegaConf.to_yaml(cfg))
+        return
+    if resuming:
+        _, changed = against_record(cfg, run_dir)
+        line = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "from_step": step,
+                "changed": {k: {"was": then, "now": now} for k, (then, now) in changed.items()}}
+        with open(run_dir / RESUMES, "a") as f:
+            f.write(json.dumps(line, default=str) + "\n")
+        log.info("resume: logged in %s", run_dir / RESUMES)
 
 
 @contextmanager
@@ -218,12 +212,19 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataMo
                    trainer: L.Trainer) -> dict[str, Any]:
     ckpt_path, start_step = resume_from(cfg, run_dir)
     if trainer.is_global_zero:
-        check_record(cfg, run_dir, resuming=cfg.resume is not False)
+        record_run(cfg, run_dir, cfg.resume is not False, start_step)
     previous = run_dir / RESULT_FILE
     if ckpt_path is not None and start_step >= cfg.trainer.max_steps and previous.is_file():
         log.info("resume: %s already reached step %d; nothing to train, its result is kept", run_dir, start_step)
         return json.loads(previous.read_text())
 
+    tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+    if trainer.is_global_zero:
+        choices = hparams(cfg)
+        for logger in trainer.loggers:  # each logger's own record of them (the hparams.yaml of TensorBoard's and CSV's)
+            logger.log_hyperparams(choices)
+        if tb is not None:  # the HParams row, which fills in as the run logs its losses
+            hparams_start(tb, choices, swept_keys(cfg.run_dir) or [])
     result: dict[str, Any] = {"status": "ok", "error": None, "pid": os.getpid(), "started_at": time.time()}
     start = time.perf_counter()
     try:
@@ -262,7 +263,6 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataMo
     if not trainer.is_global_zero:
         return result
     result["activations"] = activation_kinds(module)
-    tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
     if tb is not None:
         tb.experiment.flush()
     # the run's own event files, read once: what `namegen diagnose` reads too, so both say the same
@@ -282,35 +282,9 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataMo
         # at the run's last step, where its other last values are (global_step has counted that step's update)
         tb.experiment.add_text(TEXT_TAG, card(diagnosis, run_dir.name, result["val_loss"]),
                                global_step=max(trainer.global_step - 1, 0))
-        hp_metrics = {
-            "hparams/best_val_loss": result["best_val_loss"],
-            "hparams/init_loss": result["init_loss"],
-            "hparams/init_saturation": result["init_saturation"],
-            "hparams/test_loss": result.get("test_loss"),
-        }
-        write_hparams(tb, hparams(cfg), {k: v for k, v in hp_metrics.items() if v is not None})
-        tb.finalize("success" if result["status"] == "ok" else "failed")  # flushes events, writes hparams.yaml
+        hparams_end(tb, ok=result["status"] == "ok")
+        tb.finalize("success" if result["status"] == "ok" else "failed")  # flushes events
     return result
-
-
-def write_hparams(tb: TensorBoardLogger, values: dict[str, Any], metrics: dict[str, float]) -> None:
-    """TensorBoard's HParams records, with the sweep's swept keys marked as the ones that differ between runs:
-    TensorBoard lists those first and shows them (it would list every key alphabetically otherwise)."""
-    from tensorboard.plugins.hparams import plugin_data_pb2
-    from torch.utils.tensorboard.summary import hparams as hparams_summaries
-
-    swept = set(swept_keys(tb.log_dir) or [])
-    experiment, start, end = hparams_summaries(values, metrics)
-    data = plugin_data_pb2.HParamsPluginData.FromString(experiment.value[0].metadata.plugin_data.content)
-    for info in data.experiment.hparam_infos:
-        info.differs = info.name in swept
-    experiment.value[0].metadata.plugin_data.content = data.SerializeToString()
-    writer = tb.experiment
-    writer.flush()  # opens the file writer if nothing was written yet
-    for summary in (experiment, start, end):
-        writer.file_writer.add_summary(summary)
-    tb.hparams.update(values)  # hparams.yaml, written on finalize
-    tb.log_metrics(metrics, step=0)
 
 
 def activation_kinds(module: torch.nn.Module) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from namegen.errors import UserError
+from namegen.errors import UserError, shown
 
 BOUNDARY = "."  # id 0: pads the start of a name and marks its end, as in makemore
 
@@ -22,8 +22,13 @@ class Vocab:
 
     @classmethod
     def from_list(cls, chars: list[str]) -> "Vocab":
-        if not chars or chars[0] != BOUNDARY or len(set(chars)) != len(chars):
-            raise UserError(f"invalid vocabulary {chars!r}: expected '.' first and no repeats")
+        if not isinstance(chars, (list, tuple)) or not chars:
+            raise UserError(f"invalid vocabulary {shown(chars)}: expected a list of characters")
+        bad = [c for c in chars if not (isinstance(c, str) and len(c) == 1 and c.isprintable() and not c.isspace())]
+        if bad:  # printed, a control character would drive the terminal: shown escaped, and refused
+            raise UserError(f"invalid vocabulary entry {shown(bad[0])}: each must be a single printable character")
+        if chars[0] != BOUNDARY or len(set(chars)) != len(chars):
+            raise UserError(f"invalid vocabulary {shown(''.join(chars))}: expected '.' first and no repeats")
         return cls(tuple(chars))
 
     def to_list(self) -> list[str]:

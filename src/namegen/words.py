@@ -5,19 +5,22 @@ No torch or Lightning here: `train.py` checks a data file before the training st
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import logging
 import random
-import stat
 import unicodedata
 from pathlib import Path
 
 from namegen.errors import UserError
+from namegen.paths import regular_file
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("names_first", "names_last", "file")
 ALLOWED = set("abcdefghijklmnopqrstuvwxyz")
+BUILT_IN = {"names_first": ("dist.female.first", "dist.male.first"), "names_last": ("dist.all.last",)}
+SNIFF = 1 << 16  # bytes of a data file looked at for binary content before it is read
 
 
 class DataError(UserError):
@@ -43,8 +46,11 @@ def clean_words(lines: list[str], origin: str, max_len: int) -> list[str]:
         raw = line.strip()
         if not raw:
             continue
-        lower = raw.lower()
-        word = "".join(c for c in unicodedata.normalize("NFKD", lower) if not unicodedata.combining(c))
+        if raw.isascii() and raw.isalpha() and raw.islower():  # already a-z: most lines, kept as they are
+            lower = word = raw
+        else:
+            lower = raw.lower()
+            word = "".join(c for c in unicodedata.normalize("NFKD", lower) if not unicodedata.combining(c))
         if len(word) > max_len:
             raise DataError(
                 f"{origin}:{lineno}: a word of {len(word)} characters (limit data.max_word_len={max_len});"
@@ -76,9 +82,9 @@ def load_words(source: str, path: str | None = None, max_len: int = 50) -> list[
     """The corpus as a list of words, from a built-in source or a file of one word per line."""
     if source == "names_first":
         # The female and male lists share names; keep each once, in a fixed order.
-        return sorted(set(clean_words(_package_lines("dist.female.first", "dist.male.first"), source, max_len)))
+        return sorted(set(clean_words(_package_lines(*BUILT_IN[source]), source, max_len)))
     if source == "names_last":
-        return clean_words(_package_lines("dist.all.last"), source, max_len)
+        return clean_words(_package_lines(*BUILT_IN[source]), source, max_len)
     if source == "file":
         p = check_data_path(path)
         try:
@@ -92,22 +98,43 @@ def load_words(source: str, path: str | None = None, max_len: int = 50) -> list[
 
 
 def check_data_path(path: str | None) -> Path:
-    """The data file, or a DataError that says what the path is instead of a readable regular file."""
+    """The data file, or a DataError that says what the path is instead of a readable regular file of text."""
     if path is None:
         raise DataError("data=file needs a path: add data.path=/path/to/words.txt")
-    p = Path(path).expanduser()
     try:
-        mode = p.stat().st_mode
-    except FileNotFoundError:
-        raise DataError(f"data file not found: {str(p)!r}; check data.path") from None
-    except OSError as e:
-        raise DataError(f"data.path={str(p)!r}: {e.strerror}; check data.path") from None
-    if stat.S_ISDIR(mode):
-        raise DataError(f"data.path={str(p)!r} is a folder; give a file of one word per line")
-    if not stat.S_ISREG(mode):
-        raise DataError(f"data.path={str(p)!r} is not a regular file (a device, FIFO or socket); give a file of one "
-                        "word per line")
+        p = regular_file(path, "data.path", "a file of one word per line")
+    except UserError as e:
+        raise DataError(str(e)) from None
+    with open(p, "rb") as f:
+        head = f.read(SNIFF)
+    if b"\0" in head:  # no text file holds NUL bytes; reading a large binary file would only waste memory
+        raise DataError(f"data.path={str(p)!r} holds binary data (a NUL byte at byte {head.index(0)}), not text; "
+                        "give a text file of one word per line")
     return p
+
+
+def source_files(source: str, path: str | None) -> list[Path]:
+    """The files a corpus is read from: data.path, or the `names` package's census lists."""
+    if source == "file":
+        return [check_data_path(path)]
+    root = importlib.resources.files("names")
+    return [Path(str(root / f)) for f in BUILT_IN[source]]
+
+
+def corpus_bytes(source: str, path: str | None) -> int:
+    """The size of what the corpus is read from: it bounds the words and examples the data can hold."""
+    return sum(f.stat().st_size for f in source_files(source, path))
+
+
+def fingerprint(source: str, path: str | None) -> dict[str, object]:
+    """What identifies a corpus: its files' size and SHA-256. A resume on another corpus is refused by it."""
+    digest, size = hashlib.sha256(), 0
+    for f in source_files(source, path):
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    return {"source": source, "path": path if source == "file" else None, "bytes": size, "sha256": digest.hexdigest()}
 
 
 def split_words(words: list[str], seed: int) -> tuple[list[str], list[str], list[str]]:
