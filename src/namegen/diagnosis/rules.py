@@ -538,7 +538,7 @@ def judge_attention(run: Run) -> list[Observation]:
                 "attention", "the attention softmax is saturated: each query looks at one key",
                 tuple(layer.name for layer, _, _ in rows), tuple(sorted({s for _, s, _ in rows})),
                 "; ".join(f"{layer.name} logits std {num(v)} at step {s}" for layer, s, v in rows),
-                f"logits std <= {run.t.attention_std:g} (kaiming + LayerNorm: 1.0 at step 0, at most 2.3 later)",
+                f"logits std <= {run.t.attention_std:g} (kaiming + LayerNorm: 1.0 at step 0, at most 2.5 after 3,000 steps)",
                 tuple({"layer": layer.name, "step": s, "value": v} for layer, s, v in rows),
                 harm="at step 0, before any update" if at_start else None,
                 harm_with=() if at_start else ("diverged",),
