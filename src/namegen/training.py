@@ -28,7 +28,7 @@ from namegen.checks import validate
 from namegen.errors import ConfigError, UserError
 from namegen.diagnosis import diagnose, write_diagnosis
 from namegen.diagnosis.config import RunConfig
-from namegen.diagnosis.render import TEXT_TAG, card
+from namegen.diagnosis.render import TEXT_TAG
 from namegen.events import mean_saturation, read_scalars
 from namegen.results import DATA_RECORD, EVENT_GLOB, RECORD, RESULT_FILE, RESUMES, write_atomic, write_result
 from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION, DivergedError, NameGen, compile_wanted
@@ -280,7 +280,7 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataMo
     print(f"\n{diagnosis.to_markdown(run_dir.name)}", flush=True)
     if tb is not None:
         # at the run's last step, where its other last values are (global_step has counted that step's update)
-        tb.experiment.add_text(TEXT_TAG, card(diagnosis, run_dir.name, result["val_loss"]),
+        tb.experiment.add_text(TEXT_TAG, diagnosis.to_card(run_dir.name, result["val_loss"]),
                                global_step=max(trainer.global_step - 1, 0))
         hparams_end(tb, ok=result["status"] == "ok")
         tb.finalize("success" if result["status"] == "ok" else "failed")  # flushes events

@@ -38,7 +38,7 @@ def default_gain(cfg: RunConfig) -> float:
 def kaiming(cfg: RunConfig) -> list[Candidate]:
     if cfg.scheme == "kaiming":
         return []
-    overrides = ["init.scheme=kaiming"] + (["init.output_scale=0.1"] if (cfg.output_scale or 0.1) > 0.1 else [])
+    overrides = ["init.scheme=kaiming"] + (["init.output_scale=0.1"] if cfg.output_scale is not None and cfg.output_scale > 0.1 else [])
     return [(overrides, "initialize with kaiming: weights x gain/sqrt(fan_in) keep each layer's pre-activations near "
                         "unit scale, and the output layer x init.output_scale starts the loss near log(V)")]
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from callbacks.tags import ACT, ATTN, GRAD, NORM, TAG, UPDATE_RATIO
+from callbacks.tags import ACT, ATTN, GRAD, HEALTHY_UPDATE_RATIO, NORM, TAG, UPDATE_RATIO
 from namegen.diagnosis.config import RunConfig
 from namegen.diagnosis.thresholds import (
     BOUNDED, FAR_TAIL, FAR_TAIL_BELOW, LEAKY, ONE_SIDED, ONE_SIDED_MEAN_TO_STD, Thresholds, kind_of,
@@ -501,14 +501,11 @@ def start_ratio(run: Run) -> float | None:
     return float(np.median(firsts)) if firsts else None
 
 
-TARGET_RATIO = -3.0  # the lesson's rule of thumb for log10(update/weight)
-
-
 def suggest_lr(lr: float | None, ratio: float | None) -> float | None:
     """The lr that brings update ratios to about -3 (they scale with the lr), to one significant digit."""
     if lr is None or ratio is None or not math.isfinite(ratio):
         return None
-    return float(f"{lr * 10 ** (TARGET_RATIO - ratio):.1g}")
+    return float(f"{lr * 10 ** (HEALTHY_UPDATE_RATIO - ratio):.1g}")
 
 
 def phase_text(run: Run, phase: Phase, hits: list[tuple[Layer, float]], medians: list[tuple[Layer, float]],
