@@ -2,7 +2,7 @@
 
 import re
 
-from namegen.bench import main
+from namegen.bench import WARMUP, main, namegen_run
 
 
 def test_throughput_benchmark_prints_each_contender_and_the_ratios(tmp_path, capsys):
@@ -23,3 +23,12 @@ def test_throughput_benchmark_prints_each_contender_and_the_ratios(tmp_path, cap
     assert ("namegen, diagnostics on", "namegen, diagnostics off") in pairs and len(pairs) == 4
     for (a, b), r in pairs.items():
         assert abs(r - rows[a][1] / rows[b][1]) <= 0.005 + 0.005 * (1 + r) / rows[b][1], (a, b)  # 2-decimal ratios
+
+
+def test_each_round_of_a_namegen_contender_is_a_new_run(tmp_path):
+    # the second round into the same scratch name must not meet the first round's finished run (it was refused)
+    rates = [namegen_run(["callbacks=minimal", "compile=false"], tmp_path / "minimal", WARMUP + 10)
+             for _ in range(2)]
+    assert all(rate > 0 for rate in rates)
+    runs = sorted(p for p in tmp_path.iterdir() if p.name.startswith("minimal-"))
+    assert len(runs) == 2 and all((p / "result.json").exists() or (p / "checkpoints").is_dir() for p in runs)

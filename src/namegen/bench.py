@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -117,7 +118,10 @@ def bare_lightning(dm: CharDataModule, steps: int, norm: str, seed: int) -> floa
 
 
 def namegen_run(overrides: list[str], run_dir: Path, steps: int) -> float:
-    """namegen's real training path (build() from the real config) for `steps` steps. Returns steps/s."""
+    """namegen's real training path (build() from the real config) for `steps` steps, in a fresh folder beside
+    `run_dir` (name-<random>): every round is a new run, and a finished run is never trained over. Returns steps/s."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{run_dir.name}-", dir=run_dir.parent))
     cfg = compose_cfg([f"run_dir={run_dir}", f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}",
                        "trainer.num_sanity_val_steps=0", *overrides])
     validate(cfg)
