@@ -118,7 +118,8 @@ def remedy_lr_high(cfg: RunConfig, o: Observation, context: dict[str, Observatio
     lr = lr_to(cfg, o.facts.get("suggest"), "update ratios scale with the lr; about -3 is healthy")
     if wrong_at_start(o, context):  # a bad init's huge gradients make large updates at any lr
         return [(c, t + " (the run was already wrong at step 0, so the init is the likelier cause of the large "
-                        "updates; if they stay above -2 with kaiming init, lower the lr)") for c, t in kaiming(cfg)] + lr
+                        f"updates; if they stay above {o.facts['limit']:g} with kaiming init, lower the lr)")
+                for c, t in kaiming(cfg)] + lr
     if o.facts.get("rose"):  # healthy at step 0, worse after the updates: they did it
         return [(c, t + " (step 0 looked healthy and the loss rose only once the updates began, so the lr is the "
                         "likelier cause than the init)") for c, t in lr] + normalize(cfg)
@@ -131,7 +132,7 @@ def remedy_lr_low(cfg: RunConfig, o: Observation, context: dict[str, Observation
                                                                             "-3 is healthy")
     if wrong_at_start(o, context):  # a gradient that vanished at step 0 makes small updates at any lr
         return [(c, t + " (the run was already wrong at step 0, so the init is the likelier cause of the small "
-                        "updates; if they stay below -4 once it is fixed, raise the lr)")
+                        f"updates; if they stay below {o.facts['limit']:g} once it is fixed, raise the lr)")
                 for c, t in kaiming(cfg) + gain_back(cfg, "small")] + normalize(cfg) + lr
     return lr
 

@@ -450,7 +450,8 @@ def judge_learning_rate(run: Run) -> list[Observation]:
             harm_with=("diverged", "dead_units", "vanishing_gradients"),
             quiet="the steps are large, but the loss fell without spikes",
             facts={"suggest": suggest_lr(lr, early if growth else max((m for _, ms, _ in high for _, m in ms),
-                                                                       default=early))}))
+                                                                       default=early)),
+                   "limit": t.update_ratio_high}))
     if low:
         measured, layers_, steps = [], [], []
         for phase, under, medians in low:
@@ -466,7 +467,8 @@ def judge_learning_rate(run: Run) -> list[Observation]:
             tuple({"layer": w, "step": None, "value": None} for w in dict.fromkeys(layers_)),
             harm=(f"the loss barely fell: {num(stalled[0])} at the end from {num(stalled[1])} at step 0"
                   if stalled else None),
-            quiet="the steps are small, but the loss fell", facts={"suggest": suggest_lr(lr, ratio)}))
+            quiet="the steps are small, but the loss fell",
+            facts={"suggest": suggest_lr(lr, ratio), "limit": t.update_ratio_low}))
     return out
 
 
@@ -491,7 +493,7 @@ def judge_loss_rise(run: Run) -> list[Observation]:
         f"last losses below {run.t.loss_rise:g} x the step-0 loss (healthy runs end at 0.62-0.74 x)",
         tuple({"layer": None, "step": s, "value": v} for s, v in tail),
         harm=f"the loss ended {end / run.init_loss:.1f} x above where it started",
-        facts={"suggest": suggest_lr(lr, start_ratio(run)), "rose": True})]
+        facts={"suggest": suggest_lr(lr, start_ratio(run)), "rose": True, "limit": run.t.update_ratio_high})]
 
 
 def start_ratio(run: Run) -> float | None:
