@@ -8,11 +8,10 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from callbacks.base import NORM_TYPES, SATURATION_THRESHOLD, Want, activation_summary, select_modules
-from callbacks.diagnostics import Diagnostics
-from callbacks.probe import ModuleProbe, Step
-from callbacks.schedule import Due
-from callbacks.tags import (
+from .base import NORM_TYPES, SATURATION_THRESHOLD, Want, activation_summary, select_modules
+from .probe import ModuleProbe, Step
+from .schedule import Due
+from .tags import (
     ACT, FIGURES, GRAD, GRAD_DATA_RATIO, HISTOGRAM_BINS, NORM, PREACT, UPDATE_RATIO, WEIGHT_GRAD, tag,
 )
 
@@ -81,25 +80,3 @@ class Activations(ModuleProbe):
             norms = step.recorder.view(name for name, _ in self.norms)
             for i, name in norms.indexed():
                 step.scalars[tag(NORM, i, name, "in_std")] = norms.inputs[name].std().item()
-
-
-class ActivationStats(Diagnostics):
-    """`Diagnostics` with the `Activations` probe alone: act/..., norm/... scalars and act/..., preact/... histograms.
-
-    Example::
-
-        trainer = L.Trainer(logger=TensorBoardLogger("runs"), callbacks=[ActivationStats(every_n_steps=500)])
-
-    Args:
-        every_n_steps: write the scalars every this many optimizer steps (and at step 0 and the last step).
-        histogram_every_n_steps: write the histograms every this many steps, or None for none.
-        modules, pattern, saturation_threshold, family: as for `Activations`.
-        ignore_index, mask_fn: as for `Diagnostics`.
-    """
-
-    def __init__(self, every_n_steps: int = 500, histogram_every_n_steps: int | None = 2000,
-                 modules: Sequence[str] | None = None, pattern: str | None = None,
-                 saturation_threshold: float = SATURATION_THRESHOLD, family: str = ACT, ignore_index: int | None = None,
-                 mask_fn: Callable[[Any], torch.Tensor] | None = None) -> None:
-        super().__init__(every_n_steps, histogram_every_n_steps, None,
-                         [Activations(modules, pattern, saturation_threshold, family)], ignore_index, mask_fn)

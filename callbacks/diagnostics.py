@@ -10,17 +10,17 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from callbacks.base import Recorder, weight_matrices
-from callbacks.probe import Probe, Step
-from callbacks.schedule import Schedule
+from .base import Recorder, weight_matrices
+from .probe import Probe, Step
+from .schedule import Schedule
 
 
 def default_probes() -> list[Probe]:
     """Every probe: activations, gradients, update ratios, figures."""
-    from callbacks.activations import Activations
-    from callbacks.figures import Figures
-    from callbacks.gradients import Gradients
-    from callbacks.update_ratio import UpdateRatios
+    from .activations import Activations
+    from .figures import Figures
+    from .gradients import Gradients
+    from .update_ratio import UpdateRatios
 
     return [Activations(), Gradients(), UpdateRatios(), Figures()]
 
@@ -79,6 +79,11 @@ class Diagnostics(L.Callback):
         self.current: Step | None = None
         self.warned: set[str] = set()
 
+    @property
+    def state_key(self) -> str:
+        """Unique per set of probes, so several `Diagnostics` (one per probe, say) can sit in one Trainer's checkpoint."""
+        return f"{type(self).__qualname__}[{','.join(probe.key for probe in self.probes)}]"
+
     # -- the schedule ----------------------------------------------------------------
 
     def records_at(self, step: int) -> bool:
@@ -118,7 +123,8 @@ class Diagnostics(L.Callback):
         for probe in probes:
             for name, module, want in probe.watch(due):
                 recorder.attach([(name, module)], want)
-        self.current = Step(step, due, probes, recorder, self.matrices, self, trainer)
+        self.current = Step(step, due, probes, recorder, self.matrices, lambda kind: self.writers(trainer, kind),
+                            trainer.optimizers)
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
         current = self.current

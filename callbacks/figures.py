@@ -10,12 +10,11 @@ import torch.nn as nn
 from lightning.pytorch.utilities import rank_zero_warn
 from matplotlib import rc_context
 
-from callbacks.base import SATURATION_THRESHOLD, Want, activation_summary, check_interval
-from callbacks.diagnostics import Diagnostics
-from callbacks.plots import LEGIBLE, THUMBNAIL, distributions, new_axes, render, update_ratios
-from callbacks.probe import ModuleProbe, Step
-from callbacks.schedule import Due, Schedule
-from callbacks.tags import FIGURES, FIGURES_AT_START
+from .base import SATURATION_THRESHOLD, Want, activation_summary, check_interval
+from .plots import LEGIBLE, THUMBNAIL, distributions, new_axes, render, update_ratios
+from .probe import ModuleProbe, Step
+from .schedule import Due, Schedule
+from .tags import FIGURES, FIGURES_AT_START
 
 BINS = 50
 
@@ -170,28 +169,3 @@ class Figures(ModuleProbe):
 def short(name: str) -> str:
     """A module or parameter path for a legend: without a LightningModule's usual `model.` and a trailing `.weight`."""
     return name.removeprefix("model.").removesuffix(".weight")
-
-
-class DiagnosticFigures(Diagnostics):
-    """`Diagnostics` with the `Figures` probe alone: the five figures at step 0, every `every_n_steps` and at the
-    last step; the update ratios they plot measured every `update_every_n_steps`.
-
-    Example::
-
-        trainer = L.Trainer(logger=TensorBoardLogger("runs"), callbacks=[DiagnosticFigures(every_n_steps=10000)])
-
-    Args:
-        every_n_steps: draw the figures every this many optimizer steps, at step 0 and at the last step.
-        update_every_n_steps: measure the update ratios for figures/update_ratios every this many steps.
-        saturation_layer, modules, pattern, saturation_threshold: as for `Figures`.
-        ignore_index, mask_fn: as for `Diagnostics`.
-    """
-
-    def __init__(self, every_n_steps: int = 10000, update_every_n_steps: int = 500, saturation_layer: int = 0,
-                 modules: Sequence[str] | None = None, pattern: str | None = None,
-                 saturation_threshold: float = SATURATION_THRESHOLD, ignore_index: int | None = None,
-                 mask_fn: Callable[[Any], torch.Tensor] | None = None) -> None:
-        check_interval("every_n_steps", every_n_steps)
-        check_interval("update_every_n_steps", update_every_n_steps)
-        super().__init__(update_every_n_steps, None, every_n_steps,
-                         [Figures(saturation_layer, modules, pattern, saturation_threshold)], ignore_index, mask_fn)

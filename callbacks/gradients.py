@@ -7,11 +7,10 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from callbacks.base import Want
-from callbacks.diagnostics import Diagnostics
-from callbacks.probe import ModuleProbe, Step
-from callbacks.schedule import Due
-from callbacks.tags import GRAD, GRAD_DATA_RATIO, HISTOGRAM_BINS, WEIGHT_GRAD, tag
+from .base import Want
+from .probe import ModuleProbe, Step
+from .schedule import Due
+from .tags import GRAD, GRAD_DATA_RATIO, HISTOGRAM_BINS, WEIGHT_GRAD, tag
 
 
 class Gradients(ModuleProbe):
@@ -63,25 +62,3 @@ class Gradients(ModuleProbe):
                 step.scalars[tag(GRAD_DATA_RATIO, j, name)] = ratios[name]
             for writer in histograms:
                 writer.add_histogram(tag(WEIGHT_GRAD, j, name), p.grad, global_step=n, bins=HISTOGRAM_BINS)
-
-
-class GradientStats(Diagnostics):
-    """`Diagnostics` with the `Gradients` probe alone: grad/..., grad_data_ratio/... scalars, grad/...,
-    weight_grad/... histograms.
-
-    Example::
-
-        trainer = L.Trainer(logger=TensorBoardLogger("runs"), callbacks=[GradientStats(every_n_steps=500)])
-
-    Args:
-        every_n_steps: write the scalars every this many optimizer steps (and at step 0 and the last step).
-        histogram_every_n_steps: write the histograms every this many steps, or None for none.
-        modules, pattern: as for `Gradients`.
-        ignore_index, mask_fn: as for `Diagnostics`.
-    """
-
-    def __init__(self, every_n_steps: int = 500, histogram_every_n_steps: int | None = 2000,
-                 modules: Sequence[str] | None = None, pattern: str | None = None, ignore_index: int | None = None,
-                 mask_fn: Callable[[Any], torch.Tensor] | None = None) -> None:
-        super().__init__(every_n_steps, histogram_every_n_steps, None, [Gradients(modules, pattern)], ignore_index,
-                         mask_fn)

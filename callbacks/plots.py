@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from callbacks.tags import HEALTHY_UPDATE_RATIO
+from .tags import HEALTHY_UPDATE_RATIO
 
 FIGSIZE, DPI = (10, 4), 100
 # TensorBoard shows an image in a card about 350 px wide: drawn at 640 x 480 with large type, a figure stays

@@ -9,20 +9,17 @@ subclasses `Probe` and is passed the same way.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
 from lightning.pytorch.utilities import rank_zero_warn
 
-from callbacks.base import (
+from .base import (
     SATURATION_THRESHOLD, FlatRule, Records, Recorder, Want, check_selection, check_threshold, flat_rules,
     grad_data_ratio, rule_for, select_modules, update_ratio,
 )
-from callbacks.schedule import Due, Schedule
-
-if TYPE_CHECKING:
-    from callbacks.diagnostics import Diagnostics
+from .schedule import Due, Schedule
 
 
 class Step:
@@ -35,18 +32,16 @@ class Step:
     """
 
     def __init__(self, global_step: int, due: Due, probes: Sequence["Probe"], recorder: Recorder,
-                 matrices: list[tuple[int, str, nn.Parameter]], owner: "Diagnostics", trainer: Any) -> None:
+                 matrices: list[tuple[int, str, nn.Parameter]], writers: Callable[[str], list[Any]],
+                 optimizers: Sequence[Any]) -> None:
         self.global_step, self.due, self.probes, self.recorder, self.matrices = global_step, due, probes, recorder, matrices
         self.before: dict[str, torch.Tensor] = {}
         self.scalars: dict[str, float] = {}
         self.updated = False
-        self.owner, self.trainer = owner, trainer
+        self.writers = writers  # kind ("histogram", "image") -> the loggers' experiments that take it (SummaryWriter)
+        self.optimizers = optimizers  # the Trainer's, for what the learning rate is at this step
         self.ratios: dict[str, float] | None = None
         self.updates: dict[str, float] | None = None
-
-    def writers(self, kind: str) -> list[Any]:
-        """The loggers' experiments that take `kind` ("histogram", "image"): TensorBoard's SummaryWriter and alike."""
-        return self.owner.writers(self.trainer, kind)
 
     def grad_data_ratios(self) -> dict[str, float]:
         """std(grad) / std(weight) of each weight matrix with a gradient; read before the update, computed once."""

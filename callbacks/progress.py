@@ -9,7 +9,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 
-from callbacks.base import check_interval
+from .base import check_interval
 
 
 class StepProgressBar(TQDMProgressBar):

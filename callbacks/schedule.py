@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from callbacks.base import check_interval
+from .base import check_interval
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ FIGURES = "figures"
 # the step-0 figures, the lesson's "before", in cards of their own (no slider to drag back); sorted before FIGURES
 FIGURES_AT_START = "at_step_0"
 
-# the update ratios as one line per run (`UpdateRatio`): the median over the weight matrices, and the guide,
+# the update ratios as one line per run (`UpdateRatios`): the median over the weight matrices, and the guide,
 # HEALTHY_UPDATE_RATIO at the starting learning rate moved with the schedule (a tenth of the learning rate, one
 # lower), so a decay reads as the schedule it is, not as "too low"
 UPDATE_RATIO_MEDIAN, UPDATE_RATIO_GUIDE = f"{UPDATE_RATIO}/median", f"{UPDATE_RATIO}/guide"

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
-import lightning as L
-
-from callbacks.diagnostics import Diagnostics
-from callbacks.probe import Probe, Step
-from callbacks.schedule import Due
-from callbacks.tags import HEALTHY_UPDATE_RATIO, UPDATE_RATIO, UPDATE_RATIO_GUIDE, UPDATE_RATIO_MEDIAN, tag
+from .probe import Probe, Step
+from .schedule import Due
+from .tags import HEALTHY_UPDATE_RATIO, UPDATE_RATIO, UPDATE_RATIO_GUIDE, UPDATE_RATIO_MEDIAN, tag
 
 
-def schedule_guide(trainer: L.Trainer) -> float | None:
+def schedule_guide(optimizers: Sequence[Any]) -> float | None:
     """HEALTHY_UPDATE_RATIO moved with the learning-rate schedule, log10(lr / initial lr) lower: the first optimizer's
     first group, at the lr of this step (a torch scheduler keeps the one it started from as `initial_lr`)."""
-    group = trainer.optimizers[0].param_groups[0] if trainer.optimizers else None
+    group = optimizers[0].param_groups[0] if optimizers else None
     if group is None or not group["lr"] > 0:
         return None
     return HEALTHY_UPDATE_RATIO + math.log10(group["lr"] / (group.get("initial_lr") or group["lr"]))
@@ -49,24 +46,9 @@ class UpdateRatios(Probe):
         return due.scalars
 
     def before_update(self, step: Step) -> None:
-        self.guide = schedule_guide(step.trainer)
+        self.guide = schedule_guide(step.optimizers)
 
     def after_update(self, step: Step) -> None:
         ratios = step.update_ratios()
         per_matrix = {tag(UPDATE_RATIO, j, name): ratios[name] for j, name, _ in step.matrices if name in ratios}
         step.scalars.update({**per_matrix, **one_line(per_matrix.values(), self.guide)})
-
-
-class UpdateRatio(Diagnostics):
-    """`Diagnostics` with the `UpdateRatios` probe alone.
-
-    Example::
-
-        trainer = L.Trainer(logger=TensorBoardLogger("runs"), callbacks=[UpdateRatio(every_n_steps=500)])
-
-    Args:
-        every_n_steps: measure and write the ratios every this many optimizer steps, at step 0 and at the last step.
-    """
-
-    def __init__(self, every_n_steps: int = 500) -> None:
-        super().__init__(every_n_steps, None, None, [UpdateRatios()])

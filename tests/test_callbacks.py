@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from callbacks import (
-    Activations, ActivationStats, DiagnosticFigures, Diagnostics, GradientStats, Gradients, Probe, UpdateRatio,
+from namegen.callbacks import (
+    Activations, Diagnostics, Figures, Gradients, Probe,
     UpdateRatios,
 )
-from callbacks.base import keep_positions
+from namegen.callbacks.base import keep_positions
 from conftest import read_events
 
 X = torch.tensor([[0.5, -1.0, 2.0, 0.1], [1.5, 0.3, -0.2, -2.0], [-0.7, 0.8, 0.4, 1.2], [2.0, -0.5, -1.5, 0.6],
@@ -114,7 +114,7 @@ def test_scalars_of_a_foreign_module_match_a_hand_written_pass_in_every_logger(t
     before = {k: v.detach().clone() for k, v in module.named_parameters()}
     p, h = hand_pass(module)
     loggers = [TensorBoardLogger(tmp_path, name="", version=""), CSVLogger(tmp_path, name="", version="")]
-    callbacks = [ActivationStats(1, 1), GradientStats(1, 1), UpdateRatio(1)]
+    callbacks = [Diagnostics(1, 1, None, [Activations()]), Diagnostics(1, 1, None, [Gradients()]), Diagnostics(1, None, None, [UpdateRatios()])]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit(module, callbacks, tmp_path, loggers=loggers)
@@ -164,7 +164,7 @@ def test_update_ratio_measures_the_actual_adam_step(tmp_path):
     module = Foreign(lr, optimizer="adam")
     before = {k: v.detach().clone() for k, v in module.named_parameters()}
     p, _ = hand_pass(module)
-    fit(module, [UpdateRatio(1)], tmp_path)
+    fit(module, [Diagnostics(1, None, None, [UpdateRatios()])], tmp_path)
     acc = read_events(tmp_path)
     # Adam's first step by hand: update = -lr * g / (|g| + eps)
     for j, name in enumerate(["net.0.weight", "net.3.weight", "net.5.weight"]):
@@ -182,7 +182,7 @@ def test_gradient_accumulation_logs_once_per_optimizer_step_from_its_first_batch
     before = {k: v.detach().clone() for k, v in module.named_parameters()}
     _, h = hand_pass(module)  # the first micro-batch (X, Y)
     train = DataLoader([(X, Y), (x2, y2)] * 4, batch_size=None)
-    fit(module, [ActivationStats(1, None), UpdateRatio(1)], tmp_path, train=train, accumulate_grad_batches=2)
+    fit(module, [Diagnostics(1, None, None, [Activations()]), Diagnostics(1, None, None, [UpdateRatios()])], tmp_path, train=train, accumulate_grad_batches=2)
     acc = read_events(tmp_path)
     std = scalars(acc, "act/01.net.4/std")
     assert list(std) == [0] and close(std[0], h["t"].std().item())
@@ -193,16 +193,16 @@ def test_gradient_accumulation_logs_once_per_optimizer_step_from_its_first_batch
 def test_modules_or_a_pattern_override_the_discovery(tmp_path):
     module = Foreign()
     _, h = hand_pass(module)
-    fit(module, [ActivationStats(1, None, modules=["net.3"])], tmp_path / "named")
+    fit(module, [Diagnostics(1, None, None, [Activations(modules=["net.3"])])], tmp_path / "named")
     acc = read_events(tmp_path / "named")
     act = {t for t in acc.Tags()["scalars"] if t.startswith("act/")}
     assert act == {"act/00.net.3/mean", "act/00.net.3/std"}  # a Linear has no flat region: no saturation
     assert close(scalars(acc, "act/00.net.3/std")[0], h["z3"].std().item())
-    fit(Foreign(), [GradientStats(1, None, pattern=r"^net\.[24]$")], tmp_path / "pattern")
+    fit(Foreign(), [Diagnostics(1, None, None, [Gradients(pattern=r"^net\.[24]$")])], tmp_path / "pattern")
     grads = {t for t in read_events(tmp_path / "pattern").Tags()["scalars"] if t.startswith("grad/")}
     assert grads == {"grad/00.net.2/mean", "grad/00.net.2/std", "grad/01.net.4/mean", "grad/01.net.4/std"}
     with pytest.raises(ValueError, match=r"no module named 'net\.9'.*activations found: net\.2, net\.4"):
-        fit(Foreign(), [ActivationStats(1, modules=["net.9"])], tmp_path / "bad")
+        fit(Foreign(), [Diagnostics(1, None, None, [Activations(modules=["net.9"])])], tmp_path / "bad")
 
 
 class InPlace(L.LightningModule):
@@ -235,7 +235,7 @@ def test_in_place_activations_record_their_true_input(tmp_path, act, flat):
         z = X @ module.net[0].weight.T + module.net[0].bias  # the pre-activation, by hand
     expected = flat(z).float().mean().item()
     assert 0 < expected < 1
-    fit(module, [ActivationStats(1, 1)], tmp_path)
+    fit(module, [Diagnostics(1, 1, None, [Activations()])], tmp_path)
     acc = read_events(tmp_path)
     assert close(scalars(acc, "act/00.net.1/saturation")[0], expected)
     preact = acc.Histograms("preact/00.net.1")[0].histogram_value
@@ -271,14 +271,14 @@ def history_steps(callback) -> set[tuple[int, ...]]:
 
 
 def test_two_fits_with_one_figures_callback_do_not_share_the_history_and_a_resume_keeps_it(tmp_path):
-    """Issue 19: `DiagnosticFigures.history` was never reset between fits."""
-    figures = DiagnosticFigures(every_n_steps=100, update_every_n_steps=1)
+    """Issue 19: `Figures.history` was never reset between fits."""
+    figures = Diagnostics(1, None, 100, [Figures()])
     trainer = fit(Foreign(), [figures], tmp_path / "one", max_steps=3)
     assert history_steps(figures) == {(0, 1, 2)}
     trainer.save_checkpoint(tmp_path / "three.ckpt")
     fit(Foreign(), [figures], tmp_path / "two", max_steps=2)
     assert history_steps(figures) == {(0, 1)}  # the second fit's steps alone
-    resumed = DiagnosticFigures(every_n_steps=100, update_every_n_steps=1)
+    resumed = Diagnostics(1, None, 100, [Figures()])
     fit(Foreign(), [resumed], tmp_path / "resumed", max_steps=5, ckpt_path=tmp_path / "three.ckpt")
     assert history_steps(resumed) == {(0, 1, 2, 3, 4)}  # restored after the reset, then continued
 
@@ -361,7 +361,7 @@ class HookCount(L.Callback):
 def test_hooks_live_only_on_logging_steps_and_the_last_step_is_one(tmp_path):
     probe = HookCount()
     module = Foreign()
-    fit(module, [probe, ActivationStats(4, None), GradientStats(4, None), UpdateRatio(4)], tmp_path, max_steps=10)
+    fit(module, [probe, Diagnostics(4, None, None, [Activations(), Gradients(), UpdateRatios()])], tmp_path, max_steps=10)
     assert sorted(step for step, n in probe.hooks.items() if n) == [0, 4, 8, 9]  # every 4 steps and the last
     assert forward_hooks(module) == 0  # all removed
     acc = read_events(tmp_path)
@@ -415,7 +415,7 @@ def test_validation_does_not_reach_the_statistics(tmp_path):
     _, h = hand_pass(module)
     other = torch.randn(6, 4) * 5  # validation batches that would change every statistic
     trainer = L.Trainer(max_steps=1, logger=TensorBoardLogger(tmp_path, name="", version=""),
-                        callbacks=[ActivationStats(1, None)], enable_checkpointing=False, enable_progress_bar=False,
+                        callbacks=[Diagnostics(1, None, None, [Activations()])], enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=2, val_check_interval=1,
                         check_val_every_n_epoch=None)
     trainer.fit(module, train_dataloaders=batches(3), val_dataloaders=batches(2, x=other))
@@ -423,7 +423,7 @@ def test_validation_does_not_reach_the_statistics(tmp_path):
 
 
 def test_figures_are_images_of_the_logging_steps(tmp_path):
-    fit(Foreign(), [DiagnosticFigures(every_n_steps=3, update_every_n_steps=1)], tmp_path, max_steps=5)
+    fit(Foreign(), [Diagnostics(1, None, 3, [Figures()])], tmp_path, max_steps=5)
     acc = read_events(tmp_path)
     # step 0 in cards of its own (no update-ratio history yet), the later steps under figures/
     assert sorted(acc.Tags()["images"]) == sorted([f"figures/{f}" for f in FIGURES] +
@@ -436,21 +436,22 @@ def test_figures_are_images_of_the_logging_steps(tmp_path):
 
 def test_without_a_logger_the_callbacks_do_nothing_and_the_run_completes(tmp_path):
     module, diagnostics = Foreign(), Diagnostics(1, 1, 1)
-    fit(module, [ActivationStats(1), GradientStats(1), UpdateRatio(1), DiagnosticFigures(1), diagnostics], tmp_path,
+    fit(module, [Diagnostics(1, 2000, None, [Activations()]), Diagnostics(1, 2000, None, [Gradients()]),
+                 Diagnostics(1, None, None, [UpdateRatios()]), Diagnostics(1, None, 1, [Figures()]), diagnostics], tmp_path,
         max_steps=2, loggers=False)
     assert not list(tmp_path.glob("events.out.tfevents.*"))
     assert not any(diagnostics.records_at(step) for step in range(2))  # a compiled module need not run eager
 
 
 @pytest.mark.parametrize("make,match", [
-    (lambda: ActivationStats(every_n_steps=0), r"every_n_steps=0 must be a positive integer"),
-    (lambda: ActivationStats(histogram_every_n_steps=-5), r"histogram_every_n_steps=-5 must be a positive integer"),
-    (lambda: ActivationStats(saturation_threshold=1.5), r"saturation_threshold=1.5 must be in \(0, 1\)"),
-    (lambda: ActivationStats(modules=["a"], pattern="b"), r"not both"),
-    (lambda: GradientStats(pattern="("), r"pattern='\(' is not a regular expression"),
-    (lambda: UpdateRatio(every_n_steps=True), r"every_n_steps=True must be a positive integer"),
-    (lambda: DiagnosticFigures(saturation_layer=1.5), r"saturation_layer=1.5 must be an integer"),
-    (lambda: DiagnosticFigures(update_every_n_steps=0), r"update_every_n_steps=0 must be a positive integer"),
+    (lambda: Diagnostics(every_n_steps=0), r"every_n_steps=0 must be a positive integer"),
+    (lambda: Diagnostics(histogram_every_n_steps=-5), r"histogram_every_n_steps=-5 must be a positive integer"),
+    (lambda: Activations(saturation_threshold=1.5), r"saturation_threshold=1.5 must be in \(0, 1\)"),
+    (lambda: Activations(modules=["a"], pattern="b"), r"not both"),
+    (lambda: Gradients(pattern="("), r"pattern='\(' is not a regular expression"),
+    (lambda: Diagnostics(every_n_steps=True), r"every_n_steps=True must be a positive integer"),
+    (lambda: Figures(saturation_layer=1.5), r"saturation_layer=1.5 must be an integer"),
+    (lambda: Diagnostics(figures_every_n_steps=0), r"figures_every_n_steps=0 must be a positive integer"),
     (lambda: Diagnostics(figures_every_n_steps=None), r"figures_every_n_steps=None draws no figures"),
     (lambda: Diagnostics(histogram_every_n_steps=2.5), r"histogram_every_n_steps=2.5 must be a positive integer"),
     (lambda: Diagnostics(probes=[Activations(), Activations(pattern="x")]), r"same tags \(act\)"),
@@ -491,7 +492,7 @@ def step0_saturation(names, tmp_path: Path, init: str, norm: str) -> list[float]
     L.seed_everything(42, verbose=False)
     module = NameGen({"arch": "mlp", "vocab_size": len(names.vocab), "norm": norm}, names.vocab.to_list(),
                      optimizer={"_target_": "torch.optim.SGD", "lr": 0.1}, init={"scheme": init})
-    fit(module, [ActivationStats(every_n_steps=1000, histogram_every_n_steps=None)], tmp_path,
+    fit(module, [Diagnostics(1000, None, None, [Activations()])], tmp_path,
         train=names.train_dataloader(), val=names.val_dataloader())
     acc = read_events(tmp_path)
     return [scalars(acc, f"act/{i:02d}.model.hidden.{i}.act/saturation")[0] for i in range(5)]

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from callbacks.tags import HISTOGRAM_BINS
+from namegen.callbacks.tags import HISTOGRAM_BINS
 from namegen.events import histogram_density, load
 
 

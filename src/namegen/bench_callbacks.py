@@ -4,9 +4,7 @@
 
 Contenders, on makemore's BatchNorm MLP (batch 32, one thread, a TensorBoard logger each):
 - bare: the Trainer and the logger, no callback;
-- diagnostics: one `Diagnostics` with its four probes (namegen's `callbacks=default` shape);
-- four callbacks: `ActivationStats`, `GradientStats`, `UpdateRatio`, `DiagnosticFigures` side by side,
-  each with its own schedule (the shape namegen had before).
+- diagnostics: one `Diagnostics` with its four probes (namegen's `callbacks=default` shape).
 Intervals lie beyond the run, so only step 0 and the last step record; steps 200 .. steps-200 are
 timed (CPU time). Each round runs every contender once, in turn, in this process; the report gives
 the median us/step and the median per-round ratio to bare.
@@ -30,7 +28,7 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.profilers import SimpleProfiler
 
-from callbacks import ActivationStats, DiagnosticFigures, Diagnostics, GradientStats, UpdateRatio
+from namegen.callbacks import Diagnostics
 
 NEVER = 10**9  # an interval beyond any run: only step 0 and the last step record
 MARGIN = 200  # steps left untimed at each end (warm-up; the recording first and last steps)
@@ -73,8 +71,6 @@ class CpuTimer(L.Callback):
 CONTENDERS = {
     "bare": lambda: [],
     "diagnostics": lambda: [Diagnostics(NEVER, NEVER, NEVER)],
-    "four callbacks": lambda: [ActivationStats(NEVER, NEVER), GradientStats(NEVER, NEVER), UpdateRatio(NEVER),
-                               DiagnosticFigures(NEVER, NEVER)],
 }
 
 

@@ -13,7 +13,7 @@ import re
 import time
 from typing import Any, Iterable, Mapping
 
-from callbacks.tags import (
+from namegen.callbacks.tags import (
     ACT, ATTN, GRAD, GRAD_DATA_RATIO, NORM, UPDATE_RATIO, UPDATE_RATIO_GUIDE, UPDATE_RATIO_MEDIAN, family_regex,
 )
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from callbacks.tags import ACT, TAG
+from namegen.callbacks.tags import ACT, TAG
 
 # TensorBoard's reader logs every event file it opens at INFO; that is noise in a training log.
 logging.getLogger("tensorboard").setLevel(logging.WARNING)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from callbacks import plots
-from callbacks.tags import ACT, GRAD, GRAD_DATA_RATIO, UPDATE_RATIO, WEIGHT_GRAD
+from namegen.callbacks import plots
+from namegen.callbacks.tags import ACT, GRAD, GRAD_DATA_RATIO, UPDATE_RATIO, WEIGHT_GRAD
 from namegen.checkpoint import load_checkpoint
 from namegen.events import Scalars, family, histogram_density, layer_saturation, load, scalars_of
 from namegen.sample import sample_names

@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 import torch
 
-from callbacks.base import Recorder, activation_summary, flat_rules, rule_for, select_modules
+from namegen.callbacks.base import Recorder, activation_summary, flat_rules, rule_for, select_modules
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from callbacks.tags import ACT, ATTN, GRAD, HEALTHY_UPDATE_RATIO, NORM, TAG, UPDATE_RATIO
+from namegen.callbacks.tags import ACT, ATTN, GRAD, HEALTHY_UPDATE_RATIO, NORM, TAG, UPDATE_RATIO
 from namegen.diagnosis.config import RunConfig
 from namegen.diagnosis.thresholds import (
     BOUNDED, FAR_TAIL, FAR_TAIL_BELOW, LEAKY, ONE_SIDED, ONE_SIDED_MEAN_TO_STD, Thresholds, kind_of,
