@@ -42,3 +42,9 @@ def family_regex(family: str, stat: str | None = None) -> str:
     return rf"^{family}/\d+\..+/{stat}$" if stat else rf"^{family}/\d+\."
 
 
+
+# The training loss as the diagnostics see it, for any LightningModule (not only namegen's `train/loss`):
+# `Diagnostics` writes the loss of each scalar step (the training step's returned loss, or a logged metric it is
+# told to read) and, where the model's output is a classifier's or language model's logits, log(output width):
+# the loss of a uniform guess. The diagnosis's loss rules (confident_start, loss_rise) read these.
+LOSS, UNIFORM_LOSS = "diagnostics/loss", "diagnostics/uniform_loss"
