@@ -167,3 +167,48 @@ def test_resume_with_gradient_accumulation_draws_the_batches_of_an_uninterrupted
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_b)
     for key in ("train_loss", "val_loss", "test_loss"):
         assert isinstance(whole[key], float) and resumed[key] == whole[key], key
+
+
+def other_filesystem(path: Path) -> Path | None:
+    """A folder on another filesystem than `path` (the tmpfs /dev/shm), or None where there is none."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) and shm.stat().st_dev != path.stat().st_dev else None
+
+
+@pytest.mark.parametrize("io, whole", [("lightning", False), ("namegen", True)])
+def test_a_save_killed_mid_write_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch, io, whole):
+    """With the system's temp folder on another filesystem, Lightning's save (an fsspec transaction) copies its
+    temporary file into last.ckpt; a kill during that copy leaves it truncated. namegen's renames a file written
+    next to it: the previous checkpoint stays whole."""
+    import shutil
+    import tempfile
+
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    from namegen.checkpoint_io import AtomicCheckpointIO
+
+    elsewhere = other_filesystem(tmp_path)
+    if elsewhere is None:
+        pytest.skip("no second filesystem to put the temp folder on")
+    scratch = Path(tempfile.mkdtemp(dir=elsewhere))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    last = tmp_path / "last.ckpt"
+    saver = AtomicCheckpointIO() if io == "namegen" else TorchCheckpointIO()
+    saver.save_checkpoint({"step": 1, "weights": torch.ones(1000)}, last)
+
+    def killed_copy(src, dst, *args, **kwargs):  # half the bytes reach dst, then the process is gone
+        data = Path(src).read_bytes()
+        Path(dst).write_bytes(data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "copyfile", killed_copy)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            saver.save_checkpoint({"step": 2, "weights": torch.zeros(1000)}, last)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if whole:
+        assert torch.load(last, weights_only=True)["step"] == 1
+    else:
+        with pytest.raises(Exception):
+            torch.load(last, weights_only=True)
