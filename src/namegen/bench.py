@@ -185,11 +185,17 @@ def bench_throughput(args: argparse.Namespace) -> None:
                  ("namegen, diagnostics on, compiled", "namegen, diagnostics off, compiled"),
                  ("namegen, diagnostics off, compiled", "namegen, diagnostics off")):
         print(f"{a} / {b}: {table[a]['ratio'] / table[b]['ratio']:.2f}x")
+    from namegen.module import COMPILE_AUTO
+
+    faster = table["namegen, diagnostics off, compiled"]["ratio"] > table["namegen, diagnostics off"]["ratio"]
+    auto = "eager" if COMPILE_AUTO["min_steps"] is None else f"compiled from {COMPILE_AUTO['min_steps']:,} steps"
+    print(f"compile=auto picks {auto} (namegen.module.COMPILE_AUTO); this run measured "
+          f"{'compiled' if faster else 'eager'} as faster")
     print("\nplain PyTorch loop: makemore's, torch's default SGD. plain loop, namegen's optimizer: the same loop with"
           f" namegen's configured optimizer ({namegen_optimizer.func.__name__}, {namegen_optimizer.keywords}).\n"
           "bare Lightning Trainer: the model in a LightningModule with nothing else, no logger, no callbacks.\n"
           "namegen: the real training path (build() from the config), checkpointing, LR monitor and progress bar on;\n"
-          "compiled: compile=true, what compile=auto picks for a long run (the compile itself falls in the warm-up;"
+          "compiled: compile=true (the compile itself falls in the warm-up;"
           " python -m namegen.bench compile measures it).")
 
 
@@ -264,7 +270,7 @@ def bench_compile(args: argparse.Namespace) -> None:
     """
     import tempfile
 
-    from namegen.module import COMPILE_MIN_STEPS
+    from namegen.module import COMPILE_AUTO
 
     default_steps = compose_cfg([]).trainer.max_steps
     with tempfile.TemporaryDirectory() as cache:
@@ -290,14 +296,16 @@ def bench_compile(args: argparse.Namespace) -> None:
     compiled = eager * gain
     saved = 1 / eager - 1 / compiled  # seconds per step
     print(f"\nnamegen compiled / eager: {gain:.2f}x; {saved * 1e6:.0f} us saved per step")
+    auto = COMPILE_AUTO["min_steps"]
+    print(f"compile=auto compiles {'no run' if auto is None else f'runs from {auto:,} steps'} "
+          f"(namegen.module.COMPILE_AUTO: {COMPILE_AUTO['measured']})")
     if saved > 0:
-        print(f"break-even run length: {cold / saved:,.0f} steps (empty cache), {warm / saved:,.0f} steps (warm cache);"
-              f" compile=auto compiles from {COMPILE_MIN_STEPS:,} steps")
+        print(f"break-even run length: {cold / saved:,.0f} steps (empty cache), {warm / saved:,.0f} steps (warm cache)")
     job = default_steps / eager
     print(f"a default run ({default_steps:,} steps, {job:.0f} s of training steps here) compiled would spend "
           f"{cold / (cold + default_steps / compiled):.0%} (empty cache) or {warm / (warm + default_steps / compiled):.0%}"
           f" (warm) of its training time compiling, and end {cold + default_steps / compiled - job:+.0f} s / "
-          f"{warm + default_steps / compiled - job:+.0f} s later: compile=auto leaves it eager")
+          f"{warm + default_steps / compiled - job:+.0f} s later")
 
 
 def bench_quality(args: argparse.Namespace) -> None:

@@ -23,19 +23,21 @@ from namegen.stats import buffers_kept, format_layer_stats, layer_stats
 
 log = logging.getLogger(__name__)
 
-# compile=auto compiles a run of at least this many steps. Measured (python -m namegen.bench compile, README
-# Throughput): a compiled step of the MLP saves ~6% of namegen's step (Lightning's per-step machinery is not
-# compiled); the first compiled step costs 3,000-20,000 eager steps' time (a warm or an empty kernel cache).
-# Break-even: ~55k-130k steps with a warm cache, ~360k-430k with an empty one. The default 20k-step run stays
-# eager (its sweep must not get slower); makemore's 200k compile, which pays once the cache is warm.
-COMPILE_MIN_STEPS = 100_000
+# What compile=auto picks, as measured here, with the measurement: compile runs of at least `min_steps` optimizer
+# steps, or None for none. Set from `python -m namegen.bench compile` (its "namegen compiled / eager" line) and
+# `bench throughput`; rerun them on another machine and set it from what they print there.
+COMPILE_AUTO = {
+    "min_steps": None,
+    "measured": "namegen's compiled step ran at 0.94x its eager one (bench throughput: 0.55x vs 0.58x of the plain "
+                "loop, diagnostics off): compiling saves nothing per step here, so no run pays back its cold start",
+}
 PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})  # values nn.Module never registers
 
 
 def compile_wanted(setting: str | bool, max_steps: int) -> bool:
-    """What `compile` (auto, true or false) means for a run of `max_steps` optimizer steps."""
+    """What `compile` (auto, true or false) means for a run of `max_steps` optimizer steps (auto: `COMPILE_AUTO`)."""
     if setting == "auto":
-        return max_steps >= COMPILE_MIN_STEPS
+        return COMPILE_AUTO["min_steps"] is not None and max_steps >= COMPILE_AUTO["min_steps"]
     return setting
 
 
