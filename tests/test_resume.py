@@ -16,12 +16,28 @@ from pathlib import Path
 from conftest import REPO, make_cfg, read_events, run_train
 from namegen.training import train
 
-COMMAND = ["callbacks=minimal", "trainer.max_steps=2000", "trainer.val_check_interval=250", "trainer.log_every_n_steps=50"]
+COMMAND = ["callbacks=minimal", "trainer.max_steps=400", "trainer.val_check_interval=50", "trainer.log_every_n_steps=10"]
+# the run to kill trains slowly from its checkpoint at step 200 on, so the test kills it mid-run, between that
+# checkpoint and the scheduler's decay at 300 (3/4 of 400), whatever the machine's load; its resume trains at speed
+SLOW = ["+callbacks.slow._target_=test_resume.Slow", "+callbacks.slow.after=200"]
+TESTS_ON_PATH = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "tests"), os.environ.get("PYTHONPATH"))
+                                                             if p)}
+
+
+class Slow(L.Callback):
+    """Sleeps a little after each optimizer step from step `after` on: a run to be killed, still running."""
+
+    def __init__(self, after: int, seconds: float = 0.05):
+        self.after, self.seconds = after, seconds
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step > self.after:
+            time.sleep(self.seconds)
 
 
 def start(run_dir, *extra):
     return subprocess.Popen([sys.executable, str(REPO / "train.py"), *COMMAND, *extra, f"hydra.run.dir={run_dir}"],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            cwd=REPO, env=TESTS_ON_PATH, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def final_state(run_dir):
@@ -32,11 +48,11 @@ def final_state(run_dir):
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     reference = start(whole)
-    proc = start(killed)
+    proc = start(killed, *SLOW)
     last = killed / "checkpoints" / "last.ckpt"
     deadline = time.time() + 240
     step = 0
-    while step < 1000:
+    while step < 200:
         assert time.time() < deadline and proc.poll() is None, "the run ended before it could be killed"
         if last.exists():
             # atomic writes: whenever last.ckpt exists it loads whole, even while the run rewrites it
@@ -52,7 +68,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
 
     step_a, weights_a, result_a = final_state(killed)
     step_b, weights_b, result_b = final_state(whole)
-    assert step_a == step_b == 2000
+    assert step_a == step_b == 400
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
     for key in ("init_loss", "train_loss", "val_loss", "best_val_loss", "test_loss"):
@@ -60,9 +76,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     # the resumed run logged the same validation losses at the same steps as the uninterrupted one
     curve = lambda d, tag: {e.step: e.value for e in read_events(d).Scalars(tag)}  # noqa: E731
     assert curve(killed, "val/loss") == curve(whole, "val/loss")
-    # the scheduler was restored: the decay at step 1,500 (3/4 of 2,000) happened in the resumed part, on time
+    # the scheduler was restored: the decay at step 300 (3/4 of 400) happened in the resumed part, on time
     lr = curve(killed, "lr-SGD")
-    assert lr == curve(whole, "lr-SGD") and lr[1449] == pytest.approx(0.1) and lr[1549] == pytest.approx(0.01)
+    assert lr == curve(whole, "lr-SGD") and lr[299] == pytest.approx(0.1) and lr[309] == pytest.approx(0.01)
 
 
 def test_same_config_and_seed_give_bit_identical_losses(tmp_path):
@@ -102,14 +118,15 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-SWEEP = ["-m", "init=naive,kaiming", "hydra.launcher.n_jobs=2", *COMMAND[:1], "trainer.max_steps=1200",
-         "trainer.val_check_interval=250", "trainer.log_every_n_steps=50"]
+SWEEP = ["-m", "init=naive,kaiming", "hydra.launcher.n_jobs=2", *COMMAND]
 
 
 def test_sigkill_of_a_sweep_takes_its_workers_down_and_the_resumed_sweep_matches(tmp_path):
     killed, whole = tmp_path / "killed", tmp_path / "whole"
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *SWEEP, f"hydra.sweep.dir={killed}"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    reference = subprocess.Popen([sys.executable, str(REPO / "train.py"), *SWEEP, f"hydra.sweep.dir={whole}"],
+                                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # meanwhile
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *SWEEP, *SLOW, f"hydra.sweep.dir={killed}"],
+                            cwd=REPO, env=TESTS_ON_PATH, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     lasts = [killed / run / "checkpoints" / "last.ckpt" for run in ("init=naive", "init=kaiming")]
     while not all(p.exists() for p in lasts):
@@ -130,11 +147,10 @@ def test_sigkill_of_a_sweep_takes_its_workers_down_and_the_resumed_sweep_matches
     resumed = run_train(*SWEEP, "resume=true", f"hydra.sweep.dir={killed}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (killed / "multirun.yaml").read_text() == record  # the sweep's record, as it was started
-    reference = run_train(*SWEEP, f"hydra.sweep.dir={whole}")
-    assert reference.returncode == 0, reference.stderr[-3000:]
+    assert reference.wait(timeout=300) == 0, reference.stderr.read().decode()[-3000:]
     for run in ("init=naive", "init=kaiming"):
         a, b = (json.loads((d / run / "result.json").read_text()) for d in (killed, whole))
-        assert a["steps"] == b["steps"] == 1200
+        assert a["steps"] == b["steps"] == 400
         assert a["val_loss"] == b["val_loss"] and a["test_loss"] == b["test_loss"], run
 
 

@@ -172,3 +172,16 @@ def test_a_csv_run_gets_the_diagnosis_a_tensorboard_run_gets(tmp_path):
     assert results["csv"]["health"] == results["tensorboard"]["health"] != "healthy"
     assert results["csv"]["final_saturation"] == results["tensorboard"]["final_saturation"] > 0
     assert read_events(tmp_path / "tensorboard").Tags()["images"] == []  # one override turned every figure off
+
+
+def test_the_checkpoint_callback_keeps_lightnings_state_key_computed_once():
+    """Its key is Lightning's string (checkpoints written with Lightning's class restore alike), read from a cache:
+    Lightning asks for it at every hook call."""
+    from lightning.pytorch.callbacks import ModelCheckpoint as Lightnings
+
+    from namegen.checkpoint_io import ModelCheckpoint
+
+    args = dict(dirpath="ckpts", filename="best", monitor="val/loss", mode="min", save_last=True)
+    ours = ModelCheckpoint(**args)
+    assert ours.state_key == Lightnings(**args).state_key
+    assert ours.__dict__["state_key"] is ours.state_key  # computed once, then read
