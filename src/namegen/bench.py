@@ -16,7 +16,11 @@ the median of the per-round ratios. Only training steps are timed: not setup, no
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -150,6 +154,11 @@ def compare(contenders: dict[str, Callable[[], float]], rounds: int, baseline: s
     }
 
 
+def print_table(table: dict[str, dict[str, float]], baseline: str) -> None:
+    print(f"\n| contender | steps/s (median) | ratio to {baseline} (median) |\n|---|---|---|")
+    print("\n".join(f"| {name} | {row['steps_per_sec']:.0f} | {row['ratio']:.2f}x |" for name, row in table.items()) + "\n")
+
+
 def compose_cfg(overrides: list[str]):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=overrides)
@@ -176,10 +185,7 @@ def bench_throughput(args: argparse.Namespace) -> None:
         "namegen, diagnostics on, compiled": lambda: namegen_run([*common, "callbacks=default", "compile=true"],
                                                                  out / "default_compiled", args.steps),
     }, args.rounds, baseline="plain PyTorch loop")
-    print("\n| contender | steps/s (median) | ratio to plain loop (median) |\n|---|---|---|")
-    for name, row in table.items():
-        print(f"| {name} | {row['steps_per_sec']:.0f} | {row['ratio']:.2f}x |")
-    print()
+    print_table(table, "plain loop")
     for a, b in (("namegen, diagnostics off", "bare Lightning Trainer"),
                  ("namegen, diagnostics on", "namegen, diagnostics off"),
                  ("namegen, diagnostics on, compiled", "namegen, diagnostics off, compiled"),
@@ -251,9 +257,6 @@ print(time.perf_counter() - start)
 
 def first_compiled_step(norm: str, cache: Path) -> float:
     """Seconds of the first compiled training step (forward and backward) of a fresh process, kernel cache in `cache`."""
-    import os
-    import subprocess
-    import sys
 
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
     out = subprocess.run([sys.executable, "-c", FIRST_COMPILED_STEP, norm], env=env, check=True, capture_output=True,
@@ -262,17 +265,14 @@ def first_compiled_step(norm: str, cache: Path) -> float:
 
 
 def bench_compile(args: argparse.Namespace) -> None:
-    """What torch.compile costs and saves here, and so where compile=auto's cutoff lies.
+    """What torch.compile costs and saves here: what compile=auto (namegen.module.COMPILE_AUTO) is set from.
 
     The cold start is the first compiled step of a fresh process: with an empty kernel cache (a machine's first
     compiled run) and with the cache that run left behind (every later run with the same net, sweep jobs
     included). The saving per step is eager against compiled, plain loop and namegen, interleaved.
     """
-    import tempfile
-
     from namegen.module import COMPILE_AUTO
 
-    default_steps = compose_cfg([]).trainer.max_steps
     with tempfile.TemporaryDirectory() as cache:
         cold = first_compiled_step(args.norm, Path(cache))
         warm = first_compiled_step(args.norm, Path(cache))
@@ -288,9 +288,7 @@ def bench_compile(args: argparse.Namespace) -> None:
         "namegen, eager": lambda: namegen_run([*common, "compile=false"], out / "eager", args.steps),
         "namegen, compiled": lambda: namegen_run([*common, "compile=true"], out / "compiled", args.steps),
     }, args.rounds, baseline="plain loop, eager")
-    print("\n| contender | steps/s (median) | ratio to the eager plain loop (median) |\n|---|---|---|")
-    for name, row in table.items():
-        print(f"| {name} | {row['steps_per_sec']:.0f} | {row['ratio']:.2f}x |")
+    print_table(table, "the eager plain loop")
     eager = table["namegen, eager"]["steps_per_sec"]
     gain = table["namegen, compiled"]["ratio"] / table["namegen, eager"]["ratio"]  # of the per-round ratios: robust
     compiled = eager * gain
@@ -301,11 +299,6 @@ def bench_compile(args: argparse.Namespace) -> None:
           f"(namegen.module.COMPILE_AUTO: {COMPILE_AUTO['measured']})")
     if saved > 0:
         print(f"break-even run length: {cold / saved:,.0f} steps (empty cache), {warm / saved:,.0f} steps (warm cache)")
-    job = default_steps / eager
-    print(f"a default run ({default_steps:,} steps, {job:.0f} s of training steps here) compiled would spend "
-          f"{cold / (cold + default_steps / compiled):.0%} (empty cache) or {warm / (warm + default_steps / compiled):.0%}"
-          f" (warm) of its training time compiling, and end {cold + default_steps / compiled - job:+.0f} s / "
-          f"{warm + default_steps / compiled - job:+.0f} s later")
 
 
 def bench_quality(args: argparse.Namespace) -> None:
@@ -334,8 +327,6 @@ def bench_quality(args: argparse.Namespace) -> None:
 
 def bench_sweep(args: argparse.Namespace) -> None:
     """The default 2x2 sweep, parallel (the default joblib launcher) against one job at a time."""
-    import subprocess
-    import sys
 
     train_py = CONF_DIR.parent / "train.py"
     times = {}
@@ -351,9 +342,6 @@ def bench_sweep(args: argparse.Namespace) -> None:
 
 def bench_commands(args: argparse.Namespace) -> None:
     """How long a user waits: namegen's commands against `python -c "import torch"`, interleaved, median of rounds."""
-    import shutil
-    import subprocess
-    import sys
 
     from namegen.training import train
 
