@@ -152,7 +152,8 @@ def test_auto_compiles_makemore_not_the_default_run(tmp_path, overrides, compile
 
 @pytest.mark.parametrize("value", ["yes", "1", "null"])
 def test_a_compile_value_that_is_not_auto_true_or_false_is_refused(tmp_path, value):
-    with pytest.raises(ConfigError, match=r"compile=.* must be auto \(compile long runs\), true or false"):
+    with pytest.raises(ConfigError, match=r"compile=.* must be auto \(what the benchmark measured as faster here\), "
+                                          r"true or false"):
         validate(make_cfg(tmp_path, f"compile={value}"))
 
 
