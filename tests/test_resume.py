@@ -228,3 +228,22 @@ def test_a_save_killed_mid_write_leaves_the_previous_checkpoint_whole(tmp_path, 
     else:
         with pytest.raises(Exception):
             torch.load(last, weights_only=True)
+
+
+def test_a_resumed_runs_diagnosis_reads_its_earlier_steps_from_its_files(tmp_path):
+    """The diagnosis at the end of a resumed run reads the steps before the resume from the run's files (here
+    CSVLogger's, two versions) and the rest from memory: it says what an uninterrupted run's says."""
+    command = ["logger=csv", "init=naive", "norm=none", "callbacks.diagnostics.every_n_steps=10",
+               "callbacks.diagnostics.histogram_every_n_steps=null", "~callbacks.diagnostics.probes.figures",
+               "trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.num_sanity_val_steps=0",
+               "trainer.log_every_n_steps=10"]
+    whole = train(make_cfg(tmp_path / "whole", *command))
+    with pytest.raises(RuntimeError, match="interrupted at step 30"):
+        train(make_cfg(tmp_path / "killed", *command, "+callbacks.kill._target_=test_resume.Interrupt",
+                       "+callbacks.kill.at=30"))
+    resumed = train(make_cfg(tmp_path / "killed", *command, "resume=true"))
+    assert sorted(p.parent.name for p in (tmp_path / "killed").rglob("metrics.csv")) == ["version_0", "version_1"]
+    diagnosis = {name: json.loads((tmp_path / name / "diagnosis.json").read_text()) for name in ("whole", "killed")}
+    assert diagnosis["killed"] == diagnosis["whole"] and len(diagnosis["whole"]["checked"]) >= 5
+    # the saturation at step 0 is only in the first process's file
+    assert resumed["init_saturation"] == whole["init_saturation"] > 0

@@ -278,6 +278,12 @@ CHECKS: list[Callable[[DictConfig], None]] = [resolved, values, model, optimizer
 def validate(cfg: DictConfig, folder_key: str = "run_dir") -> None:
     """Refuse the config's first mistake with a one-line ConfigError; `folder_key` is what the user calls the run's
     folder (hydra.run.dir, hydra.sweep.dir, run_dir)."""
+    validate_values(cfg)
+    folder(cfg, folder_key)
+
+
+def validate_values(cfg: DictConfig) -> None:
+    """`validate` but for the run folder: whether the config itself would run (what a fix, run into a folder of
+    its own, depends on)."""
     for check in CHECKS:
         check(cfg)
-    folder(cfg, folder_key)
