@@ -251,3 +251,11 @@ def test_the_hugging_face_example_observes_what_the_readme_says(tmp_path):
     assert [str(w.message) for w in caught if "no activation modules" in str(w.message)] == [
         "Activations: TinyGPT2 has no activation modules of a known type (Tanh, Hardtanh, Sigmoid, ReLU, LeakyReLU, "
         "GELU, SiLU, Mish, ELU); give modules=[...] or pattern=... to watch"]
+
+
+def test_the_readme_is_a_front_door_and_every_link_in_the_docs_resolves():
+    assert len((REPO / "README.md").read_text().splitlines()) <= 300
+    broken = [f"{doc.name}: {target}" for doc in DOCS
+              for target in re.findall(r"\]\(([^)#]+)\)", doc.read_text())
+              if "://" not in target and not (doc.parent / target).exists()]
+    assert not broken, broken
