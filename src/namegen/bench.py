@@ -34,7 +34,6 @@ from hydra.utils import instantiate
 
 from namegen.data import CharDataModule, RandomBatches
 from namegen.model import MLP, MLPConfig, initialize
-
 from namegen.training import build, validate
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
