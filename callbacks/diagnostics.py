@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from functools import cached_property
 from typing import Any, Callable, Mapping, Sequence
 
 import lightning as L
@@ -79,9 +80,11 @@ class Diagnostics(L.Callback):
         self.current: Step | None = None
         self.warned: set[str] = set()
 
-    @property
+    @cached_property
     def state_key(self) -> str:
-        """Unique per set of probes, so several `Diagnostics` (one per probe, say) can sit in one Trainer's checkpoint."""
+        """Unique per set of probes, so several `Diagnostics` (one per probe, say) can sit in one Trainer's checkpoint.
+        Computed once: Lightning reads every callback's key at each of its hook calls (six a training step), and
+        the probes are fixed in __init__."""
         return f"{type(self).__qualname__}[{','.join(probe.key for probe in self.probes)}]"
 
     # -- the schedule ----------------------------------------------------------------

@@ -283,6 +283,13 @@ def test_two_fits_with_one_figures_callback_do_not_share_the_history_and_a_resum
     assert history_steps(resumed) == {(0, 1, 2, 3, 4)}  # restored after the reset, then continued
 
 
+def test_the_state_key_names_the_probes_and_is_computed_once():
+    """Lightning reads every callback's key at each hook call, six a training step: a cached string, not a join."""
+    diagnostics = Diagnostics(1, None, None, [Activations(family="attn"), UpdateRatios()])
+    assert diagnostics.state_key == "Diagnostics[attn,update_ratio]"
+    assert diagnostics.__dict__["state_key"] is diagnostics.state_key  # computed once, then read
+
+
 class Padded(L.LightningModule):
     """A tiny next-token model over sequences padded with target -1 (the loss ignores those positions)."""
 
