@@ -12,7 +12,8 @@ the run's own config.
 
 from namegen.diagnosis.engine import Diagnosis, Finding, diagnose
 from namegen.diagnosis.files import diagnose_path, diagnose_run, report_text, write_diagnosis
-from namegen.diagnosis.rules import RULE_NAMES, lr_phases
+from namegen.diagnosis.observe import lr_phases
+from namegen.diagnosis.rules import RULE_NAMES
 from namegen.diagnosis.thresholds import Thresholds
 
 __all__ = ["Diagnosis", "Finding", "RULE_NAMES", "Thresholds", "diagnose", "diagnose_path", "diagnose_run",

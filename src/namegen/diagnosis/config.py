@@ -6,6 +6,7 @@ text applies to the record and on `python train.py`'s command line.
 from __future__ import annotations
 
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,21 @@ def same(a: Any, b: Any) -> bool:
     return a == b
 
 
+def fresh_sibling(run_dir: Path) -> Path:
+    """`<run>-fix`, `<run>-fix2`, ...: the first that does not exist, next to the run (never into or over it)."""
+    n = 1
+    while (candidate := run_dir.parent / f"{run_dir.name}-fix{n if n > 1 else ''}").exists():
+        n += 1
+    return candidate
+
+
 @dataclass
 class RunConfig:
-    """A namegen run's config, read through OmegaConf."""
+    """A namegen run's config, read through OmegaConf; `folder` is the run's folder when known (a remedy's rerun
+    goes into a fresh sibling of it)."""
 
     cfg: DictConfig
+    folder: Path | None = None
 
     @classmethod
     def of_run(cls, run_dir: Path) -> RunConfig | None:
@@ -50,7 +61,7 @@ class RunConfig:
         except Exception as e:  # YAML and OmegaConf raise several types on a damaged file
             raise UserError(f"{record}: unreadable ({type(e).__name__}); restore it, or delete it to diagnose the run "
                             "without its config") from None
-        return cls(cfg) if isinstance(cfg, DictConfig) else None
+        return cls(cfg, run_dir) if isinstance(cfg, DictConfig) else None
 
     def get(self, key: str) -> Any:
         try:
@@ -107,34 +118,35 @@ class RunConfig:
             OmegaConf.update(cfg, key, value, merge=False)
         return cfg
 
-    def refusal(self, overrides: list[str] | tuple[str, ...]) -> str | None:
-        """Why namegen would refuse the config with these overrides (checks.validate's one line), or None.
+    def rerun(self, overrides: list[str] | tuple[str, ...]) -> DictConfig:
+        """The config a remedy would run: the overrides set, written into a fresh folder (a sibling of the run's, as
+        `namegen diagnose --fix` does), as a new run. The record's own `run_dir` is Hydra's interpolation, which
+        resolves only inside Hydra, and its folder holds a finished run: neither is what the rerun meets."""
+        folder = self.folder
+        if folder is None:
+            try:
+                folder = Path(str(OmegaConf.select(self.cfg, "run_dir")))
+            except Exception:  # the live config outside Hydra's runtime: no folder known
+                folder = None
+        if folder is None:
+            folder = Path(tempfile.gettempdir()) / "namegen-remedy-check"
+        cfg = self.applied(overrides)
+        cfg.run_dir, cfg.resume = str(fresh_sibling(folder)), False
+        return cfg
 
-        A run whose own config no longer validates here (its data file moved, more threads than this
-        machine has) is judged by the model's own checks alone (nets.build_model).
-        """
+    def refusal(self, overrides: list[str] | tuple[str, ...]) -> str | None:
+        """Why namegen would refuse the rerun with these overrides (checks.validate's one line), or None. A
+        refusal the rerun without them meets too (the run's data file moved since) is not the remedy's: None."""
         from namegen.checks import validate
 
         try:
-            validate(self.applied(overrides))
+            validate(self.rerun(overrides))
             return None
         except ConfigError as e:
             refusal = str(e)
         try:
-            validate(self.cfg)
-        except ConfigError:
-            return self.model_refusal(overrides)
-        return refusal
-
-    def model_refusal(self, overrides: list[str] | tuple[str, ...]) -> str | None:
-        import torch
-
-        from namegen.nets import build_model
-
-        spec = OmegaConf.to_container(self.applied(overrides).model, resolve=True)
-        try:
-            with torch.device("meta"):
-                build_model({**spec, "block_size": spec.get("block_size") or 64})
+            validate(self.rerun([]))
         except ConfigError as e:
-            return str(e)
-        return None
+            if str(e) == refusal:
+                return None
+        return refusal

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from namegen.diagnosis.config import RunConfig
-from namegen.diagnosis.rules import Observation
+from namegen.diagnosis.observe import Observation
 
 
 @dataclass(frozen=True)

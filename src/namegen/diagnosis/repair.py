@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from namegen.diagnosis.config import RunConfig, parse
+from namegen.diagnosis.config import RunConfig, fresh_sibling, parse
 from namegen.diagnosis.engine import Diagnosis
 from namegen.errors import UserError
 from namegen.results import is_run
@@ -106,14 +106,6 @@ def command_overrides(cfg: DictConfig) -> list[str]:
             raise UserError("the run's config record cannot be rebuilt from conf/ (was it trained with another version "
                             "of namegen?); rerun it by hand with the fixes the diagnosis lists")
     return overrides
-
-
-def fresh_sibling(run_dir: Path) -> Path:
-    """`<run>-fix`, `<run>-fix2`, ...: the first that does not exist, next to the run (never into or over it)."""
-    n = 1
-    while (candidate := run_dir.parent / f"{run_dir.name}-fix{n if n > 1 else ''}").exists():
-        n += 1
-    return candidate
 
 
 def fix_command(run_dir: Path, diagnosis: Diagnosis, out: Path | None = None) -> list[str]:

@@ -1,0 +1,166 @@
+"""The learning rate's judges (update ratios per schedule phase, norm-input growth, a loss that rose above a healthy
+start) and the evidence their remedies are sized from."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from namegen.callbacks.tags import HEALTHY_UPDATE_RATIO
+from namegen.diagnosis.judges import wrong_at_step0
+from namegen.diagnosis.observe import (
+    LR_JUDGED_LOW, LR_PREFIX, START, Layer, Observation, Phase, Run, above, lr_phases, num, weight_layer,
+)
+
+def phase_medians(run: Run, start: int, end: int | None) -> list[tuple[Layer, float]]:
+    """Per weight matrix, its median update ratio over [start, end), step 0 left out (the first update reflects the
+    init more than the lr: naive init's huge gradients, Adam's first step of ~lr x sign(grad))."""
+    out = []
+    for w in run.updates:
+        values = [v for s, v in w.finite() if START < s and start <= s and (end is None or s < end)]
+        if values:
+            out.append((w, float(np.median(values))))
+    return out
+
+
+def norm_growth(run: Run) -> list[tuple[Layer, float, float]]:
+    """(norm, its input's first std, its largest) for the norms whose input grew norm_growth-fold: weights that feed
+    a norm grow when the lr is too high, and the norm hides it (their update ratios fall instead)."""
+    out = []
+    for layer in run.norms:
+        series = layer.finite("in_std")
+        first, peak = series[0][1], max(v for _, v in series)
+        if first > 0 and peak / first >= run.t.norm_growth:
+            out.append((layer, first, peak))
+    return out
+
+
+def early_ratio(run: Run) -> float | None:
+    """The median update ratio at the first logged step after step 0: the lr's effect before any growth."""
+    firsts = [next(v for s, v in w.finite() if s > START) for w in run.updates]
+    return float(np.median(firsts)) if firsts else None
+
+
+def judge_learning_rate(run: Run) -> list[Observation]:
+    """lr too high: in a phase of the lr schedule more than update_ratio_share of the weight matrices move by more
+    than 10^update_ratio_high of their size per step, or the inputs of most norms grew norm_growth-fold (scale-
+    invariant weights grow under a too-high lr while their update ratios fall: never read as too low). Harm: loss
+    spikes, or dead units / vanishing gradients / divergence with it.
+    lr too low: more than update_ratio_share below 10^update_ratio_low, where the lr is at least half its peak,
+    without that growth. Harm: the loss barely fell."""
+    t = run.t
+    grown = norm_growth(run)
+    growth = len(grown) > t.update_ratio_share * len(run.norms) if run.norms else False
+    high, low = [], []
+    for phase in lr_phases(run.scalars):
+        medians = phase_medians(run, phase.start, phase.end)
+        if not medians:
+            continue
+        over = [(w, m) for w, m in medians if above(m, t.update_ratio_high)]
+        under = [(w, m) for w, m in medians if above(t.update_ratio_low, m)]
+        if len(over) > t.update_ratio_share * len(medians):
+            high.append((phase, over, medians))
+        elif len(under) > t.update_ratio_share * len(medians) and phase.level >= LR_JUDGED_LOW and not growth:
+            low.append((phase, under, medians))
+    lr = run.config.lr if run.config is not None else None
+    early = early_ratio(run)
+    out = []
+    if high or growth:
+        measured, layers_, steps, evidence = [], [], [], []
+        for phase, over, medians in high:
+            measured.append(phase_text(run, phase, over, medians, "above", t.update_ratio_high))
+            layers_ += [weight_layer(w.name) for w, _ in over]
+            steps += [s for w, _ in over for s, _ in w.finite() if phase.start <= s and (phase.end is None or s < phase.end)][:1]
+            evidence += [{"layer": weight_layer(w.name), "step": phase.start, "value": m} for w, m in over]
+        if growth:
+            measured.append(f"the inputs of {len(grown)} of {len(run.norms)} norms grew "
+                            + ", ".join(f"{layer.name} {num(a)} -> {num(b)}" for layer, a, b in grown[:4])
+                            + (", ..." if len(grown) > 4 else "")
+                            + " (weights feeding a norm grow under a too-high lr; their update ratios then fall)")
+            layers_ += [layer.name for layer, _, _ in grown]
+            evidence += [{"layer": layer.name, "step": None, "value": b / a} for layer, a, b in grown]
+        spikes = run.spikes()
+        if spikes:
+            s, v, lowest = spikes[0]
+            measured.append(f"train/loss spiked {len(spikes)} time(s), first at step {s}: {num(v)} after {num(lowest)}")
+            steps.append(s)
+        out.append(Observation(
+            "lr_too_high", "each step changes the weights too much for training to stay stable",
+            tuple(dict.fromkeys(layers_)), tuple(sorted(set(steps))), "; ".join(measured),
+            f"median log10(update/weight) below {t.update_ratio_high:g} for most weight matrices (healthy -3.5 to "
+            f"-1.9); norm inputs growing less than {t.norm_growth:g}x (healthy: at most 3.7x)",
+            tuple(evidence),
+            harm=f"the loss spiked (step {spikes[0][0]})" if spikes else None,
+            harm_with=("diverged", "dead_units", "vanishing_gradients"),
+            quiet="the steps are large, but the loss fell without spikes",
+            facts={"suggest": suggest_lr(lr, early if growth else max((m for _, ms, _ in high for _, m in ms),
+                                                                       default=early)),
+                   "limit": t.update_ratio_high}))
+    if low:
+        measured, layers_, steps = [], [], []
+        for phase, under, medians in low:
+            measured.append(phase_text(run, phase, under, medians, "below", t.update_ratio_low))
+            layers_ += [weight_layer(w.name) for w, _ in under]
+            steps.append(phase.start)
+        stalled = run.stalled()
+        ratio = float(np.median([m for _, under, _ in low for _, m in under]))
+        out.append(Observation(
+            "lr_too_low", "each step changes the weights by too little to learn",
+            tuple(dict.fromkeys(layers_)), tuple(steps), "; ".join(measured),
+            f"median log10(update/weight) above {t.update_ratio_low:g} for most weight matrices (healthy -3.5 to -1.9)",
+            tuple({"layer": w, "step": None, "value": None} for w in dict.fromkeys(layers_)),
+            harm=(f"the loss barely fell: {num(stalled[0])} at the end from {num(stalled[1])} at step 0"
+                  if stalled else None),
+            quiet="the steps are small, but the loss fell",
+            facts={"suggest": suggest_lr(lr, ratio), "limit": t.update_ratio_low}))
+    return out
+
+
+def judge_loss_rise(run: Run) -> list[Observation]:
+    """Training made the run worse than its start: step 0 looked healthy (no confident start, no layer saturated,
+    no one-hot attention), yet the last train losses ended loss_rise x above the step-0 loss. Only the updates
+    changed the network in between, so they did the damage: the lr is too high. This holds where the update
+    ratios cannot tell (units that saturated or died in the first steps pass back no gradient, so the later
+    updates look small)."""
+    tail = [(s, v) for s, v in run.loss[-3:] if math.isfinite(v)]
+    if not tail or wrong_at_step0(run) or not run.init_loss > 0:
+        return []
+    end = sum(v for _, v in tail) / len(tail)
+    if not above(end, run.t.loss_rise * run.init_loss):
+        return []
+    lr = run.config.lr if run.config is not None else None
+    return [Observation(
+        "lr_too_high", "training made the run worse than its start: the updates did the damage",
+        (), tuple(s for s, _ in tail),
+        f"train/loss {num(end)} over steps {tail[0][0]}-{tail[-1][0]} = {end / run.init_loss:.1f} x the step-0 loss "
+        f"{num(run.init_loss)}, after a healthy step 0",
+        f"last losses below {run.t.loss_rise:g} x the step-0 loss (healthy runs end at 0.62-0.74 x)",
+        tuple({"layer": None, "step": s, "value": v} for s, v in tail),
+        harm=f"the loss ended {end / run.init_loss:.1f} x above where it started",
+        facts={"suggest": suggest_lr(lr, start_ratio(run)), "rose": True, "limit": run.t.update_ratio_high})]
+
+
+def start_ratio(run: Run) -> float | None:
+    """The median update ratio of the first update (step 0). After a healthy step 0 it is the lr's own effect:
+    it scales with the lr (SGD 0.1 on kaiming tanh: -3.24; lr 5: -1.54, log10(50) = 1.7 higher)."""
+    firsts = [v for w in run.updates for s, v in w.finite()[:1] if s == START]
+    return float(np.median(firsts)) if firsts else None
+
+
+def suggest_lr(lr: float | None, ratio: float | None) -> float | None:
+    """The lr that brings update ratios to about -3 (they scale with the lr), to one significant digit."""
+    if lr is None or ratio is None or not math.isfinite(ratio):
+        return None
+    return float(f"{lr * 10 ** (HEALTHY_UPDATE_RATIO - ratio):.1g}")
+
+
+def phase_text(run: Run, phase: Phase, hits: list[tuple[Layer, float]], medians: list[tuple[Layer, float]],
+               side: str, limit: float) -> str:
+    lr = ", ".join(f"{tag.removeprefix(LR_PREFIX)} {v:.3g}" for tag, v in phase.lr.items()) or "lr unknown"
+    end = f"{phase.end}" if phase.end is not None else "the end"
+    shown = ", ".join(f"{weight_layer(w.name)} {m:.2f}" for w, m in hits[:4]) + (", ..." if len(hits) > 4 else "")
+    return (f"steps {phase.start}-{end} ({lr}): {len(hits)} of {len(medians)} weight matrices {side} {limit:g} "
+            f"({shown})")
+
+
