@@ -17,6 +17,11 @@ from namegen.errors import ConfigError, UserError
 from namegen.results import RECORD
 
 
+REPO = Path(__file__).resolve().parents[3]
+CONF_DIR = REPO / "conf"
+ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam/AdamW's default
+
+
 def parse(override: str) -> tuple[str, Any]:
     """`key=value` as Hydra's command line parses it: (key, value)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -105,6 +110,27 @@ class RunConfig:
     @property
     def momentum(self) -> float:
         return float(self.get("optim.optimizer.momentum") or 0.0)
+
+    @property
+    def betas(self) -> tuple[float, float]:
+        betas = self.get("optim.optimizer.betas")
+        return (float(betas[0]), float(betas[1])) if betas is not None else ADAM_BETAS
+
+    @property
+    def recipe_lr(self) -> float | None:
+        """The lr of the recipe for the run's optimizer (conf/optim: the first option with its optimizer and
+        scheduler), put in the run's terms: SGD's steady step is lr/(1-momentum), so a run with more momentum than
+        the recipe gets the recipe's steady step. None for an optimizer no recipe uses."""
+        target, scheduler = self.get("optim.optimizer._target_"), self.get("optim.scheduler._target_")
+        options = [OmegaConf.load(p) for p in sorted((CONF_DIR / "optim").glob("*.yaml"))]
+        options = [o for o in options if OmegaConf.select(o, "optimizer._target_") == target]
+        options.sort(key=lambda o: OmegaConf.select(o, "scheduler._target_") != scheduler)
+        if not options:
+            return None
+        lr = float(options[0].optimizer.lr)
+        if self.optimizer.startswith("Adam"):
+            return lr
+        return lr * (1 - self.momentum) / (1 - float(OmegaConf.select(options[0], "optimizer.momentum") or 0.0))
 
     def in_effect(self, override: str) -> bool:
         key, value = parse(override)

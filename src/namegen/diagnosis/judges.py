@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import math
 
-from namegen.diagnosis.observe import START, Observation, Run, above, num, number, pct, weight_layer
+from namegen.diagnosis.lr import step_size
+from namegen.diagnosis.observe import (
+    START, Observation, Run, above, confident, num, number, pct, weight_layer, wrong_at_step0,
+)
 from namegen.diagnosis.thresholds import BOUNDED, FAR_TAIL, ONE_SIDED
 
 
@@ -24,24 +27,7 @@ def judge_diverged(run: Run) -> list[Observation]:
     return [Observation(
         "diverged", "the loss stopped being finite", (layer,) if layer else (), (step,) if step is not None else (),
         measured, "a finite loss at every step", ({"layer": layer, "step": step, "value": bad[1] if bad else None},),
-        harm="the run stopped", facts={"init_bad": wrong_at_step0(run)})]
-
-
-def wrong_at_step0(run: Run) -> bool:
-    """Step 0, before any update, already looked wrong: a confident start, or a layer saturated or attention
-    one-hot. Then the init, not the lr, is the likelier cause of what followed."""
-    return confident(run) is not None or any(
-        above(layer.finite("saturation")[0][1], limit) for layer, limit in run.judged_acts("saturation")
-        if layer.finite("saturation")[0][0] == START) or any(
-        above(a.finite("std")[0][1], run.t.attention_std) for a in run.attns if a.finite("std")[0][0] == START)
-
-
-def confident(run: Run) -> tuple[float, float] | None:
-    """(step-0 loss, its limit) when the step-0 loss is above init_loss_ratio x log(V)."""
-    if run.init_loss is None or run.uniform_loss is None or not (math.isfinite(run.uniform_loss) and run.uniform_loss > 0):
-        return None
-    limit = run.t.init_loss_ratio * run.uniform_loss
-    return (run.init_loss, limit) if above(run.init_loss, limit) else None
+        harm="the run stopped", facts={"init_bad": wrong_at_step0(run), "lr": step_size(run, None)})]
 
 
 def judge_confident_start(run: Run) -> list[Observation]:

@@ -4,14 +4,16 @@ start) and the evidence their remedies are sized from."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from namegen.callbacks.tags import HEALTHY_UPDATE_RATIO
-from namegen.diagnosis.judges import wrong_at_step0
 from namegen.diagnosis.observe import (
     LR_JUDGED_LOW, LR_PREFIX, START, Layer, Observation, Phase, Run, above, lr_phases, num, weight_layer,
+    wrong_at_step0,
 )
+
 
 def phase_medians(run: Run, start: int, end: int | None) -> list[tuple[Layer, float]]:
     """Per weight matrix, its median update ratio over [start, end), step 0 left out (the first update reflects the
@@ -36,12 +38,6 @@ def norm_growth(run: Run) -> list[tuple[Layer, float, float]]:
     return out
 
 
-def early_ratio(run: Run) -> float | None:
-    """The median update ratio at the first logged step after step 0: the lr's effect before any growth."""
-    firsts = [next(v for s, v in w.finite() if s > START) for w in run.updates]
-    return float(np.median(firsts)) if firsts else None
-
-
 def judge_learning_rate(run: Run) -> list[Observation]:
     """lr too high: in a phase of the lr schedule more than update_ratio_share of the weight matrices move by more
     than 10^update_ratio_high of their size per step, or the inputs of most norms grew norm_growth-fold (scale-
@@ -63,8 +59,6 @@ def judge_learning_rate(run: Run) -> list[Observation]:
             high.append((phase, over, medians))
         elif len(under) > t.update_ratio_share * len(medians) and phase.level >= LR_JUDGED_LOW and not growth:
             low.append((phase, under, medians))
-    lr = run.config.lr if run.config is not None else None
-    early = early_ratio(run)
     out = []
     if high or growth:
         measured, layers_, steps, evidence = [], [], [], []
@@ -94,9 +88,7 @@ def judge_learning_rate(run: Run) -> list[Observation]:
             harm=f"the loss spiked (step {spikes[0][0]})" if spikes else None,
             harm_with=("diverged", "dead_units", "vanishing_gradients"),
             quiet="the steps are large, but the loss fell without spikes",
-            facts={"suggest": suggest_lr(lr, early if growth else max((m for _, ms, _ in high for _, m in ms),
-                                                                       default=early)),
-                   "limit": t.update_ratio_high}))
+            facts={"lr": step_size(run, None if growth else typical(high)), "limit": t.update_ratio_high}))
     if low:
         measured, layers_, steps = [], [], []
         for phase, under, medians in low:
@@ -104,7 +96,7 @@ def judge_learning_rate(run: Run) -> list[Observation]:
             layers_ += [weight_layer(w.name) for w, _ in under]
             steps.append(phase.start)
         stalled = run.stalled()
-        ratio = float(np.median([m for _, under, _ in low for _, m in under]))
+        ratio = float(np.median([m for _, _, every in low for _, m in every]))
         out.append(Observation(
             "lr_too_low", "each step changes the weights by too little to learn",
             tuple(dict.fromkeys(layers_)), tuple(steps), "; ".join(measured),
@@ -113,7 +105,7 @@ def judge_learning_rate(run: Run) -> list[Observation]:
             harm=(f"the loss barely fell: {num(stalled[0])} at the end from {num(stalled[1])} at step 0"
                   if stalled else None),
             quiet="the steps are small, but the loss fell",
-            facts={"suggest": suggest_lr(lr, ratio), "limit": t.update_ratio_low}))
+            facts={"lr": measured_size(run, ratio), "limit": t.update_ratio_low}))
     return out
 
 
@@ -129,7 +121,6 @@ def judge_loss_rise(run: Run) -> list[Observation]:
     end = sum(v for _, v in tail) / len(tail)
     if not above(end, run.t.loss_rise * run.init_loss):
         return []
-    lr = run.config.lr if run.config is not None else None
     return [Observation(
         "lr_too_high", "training made the run worse than its start: the updates did the damage",
         (), tuple(s for s, _ in tail),
@@ -138,7 +129,7 @@ def judge_loss_rise(run: Run) -> list[Observation]:
         f"last losses below {run.t.loss_rise:g} x the step-0 loss (healthy runs end at 0.62-0.74 x)",
         tuple({"layer": None, "step": s, "value": v} for s, v in tail),
         harm=f"the loss ended {end / run.init_loss:.1f} x above where it started",
-        facts={"suggest": suggest_lr(lr, start_ratio(run)), "rose": True, "limit": run.t.update_ratio_high})]
+        facts={"lr": step_size(run, None), "rose": True, "limit": run.t.update_ratio_high})]
 
 
 def start_ratio(run: Run) -> float | None:
@@ -148,11 +139,59 @@ def start_ratio(run: Run) -> float | None:
     return float(np.median(firsts)) if firsts else None
 
 
-def suggest_lr(lr: float | None, ratio: float | None) -> float | None:
-    """The lr that brings update ratios to about -3 (they scale with the lr), to one significant digit."""
+@dataclass(frozen=True)
+class Evidence:
+    """The lr that brings the run's steady update ratios to about -3 (HEALTHY_UPDATE_RATIO), and what it is from."""
+
+    lr: float
+    source: str
+
+
+def steady_over_first(run: Run) -> tuple[float, str]:
+    """How much larger a steady step is than the first one, for the run's optimizer. SGD with momentum b starts its
+    velocity at the first gradient and settles at lr/(1-b) x a consistent gradient; Adam's first step is lr x
+    sign(grad) (|m/sqrt(v)| = 1), a steady one about sqrt((1-b1)/(1+b1)) of it where the gradient's noise dominates
+    (the moving average of b1 shrinks zero-mean noise by that much)."""
+    cfg = run.config
+    if cfg is None:
+        return 1.0, ""
+    if cfg.optimizer.startswith("Adam"):
+        b1 = cfg.betas[0]
+        return math.sqrt((1 - b1) / (1 + b1)), f", x {math.sqrt((1 - b1) / (1 + b1)):.2g} for Adam's beta1 {b1:g}"
+    if cfg.momentum > 0:
+        return 1 / (1 - cfg.momentum), f", x {1 / (1 - cfg.momentum):.3g} = 1/(1-momentum) for momentum {cfg.momentum:g}"
+    return 1.0, ""
+
+
+def step_size(run: Run, measured: float | None) -> Evidence | None:
+    """The lr a too-high lr's fix is sized from. Best, the first update's ratio (step 0), the lr's own effect before
+    any weight grew, when step 0 looked healthy (a bad init's gradients make the first update large at any lr),
+    counted as the steady step the optimizer makes of it; else the ratios measured in the phases where they were
+    too high (`measured`: None where weights feeding a norm grew, which makes every update look small)."""
+    lr, r0 = run.config.lr if run.config is not None else None, start_ratio(run)
+    if lr is None:
+        return None
+    if r0 is not None and not wrong_at_step0(run):
+        factor, how = steady_over_first(run)
+        steady = r0 + math.log10(factor)
+        return Evidence(lr * 10 ** (HEALTHY_UPDATE_RATIO - steady), f"the first update's median log10 ratio {r0:.2f}, "
+                                                                    f"before any weight grew{how}")
+    return measured_size(run, measured)
+
+
+def measured_size(run: Run, ratio: float | None) -> Evidence | None:
+    """The lr that moves the measured steady update ratio `ratio` to about -3 (update ratios scale with the lr)."""
+    lr = run.config.lr if run.config is not None else None
     if lr is None or ratio is None or not math.isfinite(ratio):
         return None
-    return float(f"{lr * 10 ** (HEALTHY_UPDATE_RATIO - ratio):.1g}")
+    return Evidence(lr * 10 ** (HEALTHY_UPDATE_RATIO - ratio), f"the median log10 update ratio {ratio:.2f} measured "
+                                                               "where the lr was judged")
+
+
+def typical(phases: list[tuple[Phase, list[tuple[Layer, float]], list[tuple[Layer, float]]]]) -> float | None:
+    """The median update ratio of every weight matrix, in the phase where it ran highest."""
+    medians = [float(np.median([m for _, m in every])) for _, _, every in phases]
+    return max(medians) if medians else None
 
 
 def phase_text(run: Run, phase: Phase, hits: list[tuple[Layer, float]], medians: list[tuple[Layer, float]],

@@ -22,7 +22,8 @@ from typing import Any
 from namegen.callbacks.tags import ACT, ATTN, GRAD, NORM, TAG, UPDATE_RATIO
 from namegen.diagnosis.config import RunConfig
 from namegen.diagnosis.thresholds import (
-    BOUNDED, FAR_TAIL, FAR_TAIL_BELOW, ONE_SIDED, ONE_SIDED_MEAN_TO_STD, Thresholds, kind_of,
+    BOUNDED, FAR_TAIL, FAR_TAIL_BELOW, ONE_SIDED, ONE_SIDED_MEAN_TO_STD, SIGMOID_MEAN, SIGMOID_MEAN_TO_STD,
+    SIGMOID_STD_MAX, Thresholds, kind_of,
 )
 from namegen.events import Scalars
 
@@ -32,6 +33,7 @@ LOSS_SPIKE = 1.5  # a logged train/loss this many times its lowest value so far:
 LOSS_STALLED = 0.8  # the run's last train losses still above this share of its step-0 loss: it barely learned
 LR_JUDGED_LOW = 0.5  # lr too low is judged where the lr is at least this share of its peak (not in a decayed tail)
 START = 0  # the step before any update: the lesson's picture
+LR_PHASE_STEP = 2.0  # an lr this many times above or below its phase's first value starts a new phase
 
 
 @dataclass
@@ -74,18 +76,18 @@ def lr_tags(scalars: Scalars) -> list[str]:
 
 
 def lr_phases(scalars: Scalars) -> list[Phase]:
-    """The schedule's phases: a new one wherever any lr- scalar changes; without lr tags, one phase at the peak.
-    The first phase starts at step 0 whenever its first lr point was logged."""
+    """The schedule's phases, by its shape: a new phase where any lr- scalar has moved LR_PHASE_STEP-fold from its
+    value at the phase's start. A step schedule's drops each start one; a cosine or a warm-up starts one per
+    halving, not one per logged point (a phase's median is then over many readings, not one). Without lr tags,
+    one phase at the peak. The first phase starts at step 0 whenever its first lr point was logged."""
     points = sorted((s, tag, v) for tag in lr_tags(scalars) for s, v in scalars[tag] if math.isfinite(v))
     if not points:
         return [Phase(0, None, {}, 1.0)]
     starts: list[tuple[int, dict[str, float]]] = []
     current: dict[str, float] = {}
     for step, group in itertools.groupby(points, key=lambda p: p[0]):
-        values = {tag: v for _, tag, v in group}
-        changed = any(tag not in current or not math.isclose(v, current[tag], rel_tol=1e-6) for tag, v in values.items())
-        current = {**current, **values}
-        if not starts or changed:
+        current = {**current, **{tag: v for _, tag, v in group}}
+        if not starts or any(moved(starts[-1][1].get(tag), v) for tag, v in current.items()):
             starts.append((step if starts else 0, current))
     peak: dict[str, float] = {}
     for _, tag, v in points:
@@ -93,6 +95,15 @@ def lr_phases(scalars: Scalars) -> list[Phase]:
     return [Phase(start, starts[k + 1][0] if k + 1 < len(starts) else None, lr,
                   min(v / peak[t] if peak[t] > 0 else 1.0 for t, v in lr.items()))
             for k, (start, lr) in enumerate(starts)]
+
+
+def moved(start: float | None, v: float) -> bool:
+    """An lr that has left its phase: new, or LR_PHASE_STEP-fold away from the phase's first value (to or from 0)."""
+    if start is None:
+        return True
+    if start <= 0 or v <= 0:
+        return not math.isclose(start, v, abs_tol=1e-12)
+    return max(v / start, start / v) >= LR_PHASE_STEP * (1 - 1e-6)
 
 
 def above(value: float, limit: float) -> bool:
@@ -171,6 +182,9 @@ class Run:
         mean, std = layer.finite("mean")[:1], layer.finite("std")[:1]
         if not (mean and std and mean[0][1] > 0 and mean[0][1] >= ONE_SIDED_MEAN_TO_STD * std[0][1]):
             return BOUNDED
+        m, sd = mean[0][1], std[0][1]
+        if SIGMOID_MEAN[0] <= m <= SIGMOID_MEAN[1] and sd <= SIGMOID_STD_MAX and m >= SIGMOID_MEAN_TO_STD * sd:
+            return BOUNDED  # a sigmoid: one-sided by its mean, but bounded (flat near 0 and near 1)
         flat = layer.finite("saturation")[:1]
         return FAR_TAIL if flat and flat[0][1] < FAR_TAIL_BELOW else ONE_SIDED
 
@@ -206,3 +220,20 @@ class Run:
     @property
     def diverged(self) -> bool:
         return self.result.get("status") == "diverged"
+
+
+def wrong_at_step0(run: Run) -> bool:
+    """Step 0, before any update, already looked wrong: a confident start, or a layer saturated or attention
+    one-hot. Then the init, not the lr, is the likelier cause of what followed."""
+    return confident(run) is not None or any(
+        above(layer.finite("saturation")[0][1], limit) for layer, limit in run.judged_acts("saturation")
+        if layer.finite("saturation")[0][0] == START) or any(
+        above(a.finite("std")[0][1], run.t.attention_std) for a in run.attns if a.finite("std")[0][0] == START)
+
+
+def confident(run: Run) -> tuple[float, float] | None:
+    """(step-0 loss, its limit) when the step-0 loss is above init_loss_ratio x log(V)."""
+    if run.init_loss is None or run.uniform_loss is None or not (math.isfinite(run.uniform_loss) and run.uniform_loss > 0):
+        return None
+    limit = run.t.init_loss_ratio * run.uniform_loss
+    return (run.init_loss, limit) if above(run.init_loss, limit) else None

@@ -18,13 +18,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from namegen.diagnosis.config import RunConfig, fresh_sibling, parse
+from namegen.diagnosis.config import CONF_DIR, REPO, RunConfig, fresh_sibling, parse
 from namegen.diagnosis.engine import Diagnosis
 from namegen.errors import UserError
 from namegen.results import is_run
 
-REPO = Path(__file__).resolve().parents[3]
-CONF_DIR, TRAIN_PY = REPO / "conf", REPO / "train.py"
+TRAIN_PY = REPO / "train.py"
 GROUPS = ("data", "model", "init", "norm", "optim", "trainer", "callbacks", "logger")  # norm after model: it sets model.norm
 PER_COMMAND = ("run_dir", "resume")  # where a command writes, not what it trains
 _compose_lock = threading.Lock()  # Hydra's compose API holds global state

@@ -32,6 +32,11 @@ ONE_SIDED_MEAN_TO_STD = 0.25
 # ... and a one-sided layer whose first logged flat fraction is below this as far-tail: a ReLU of a centred input
 # is flat for half of it (measured 49-50% at step 0), a healthy GELU (x < -3) for 2-5%.
 FAR_TAIL_BELOW = 0.2
+# ... but a layer whose outputs look like a sigmoid's is bounded: a sigmoid of a roughly centred input has mean ~0.5
+# and, its outputs lying in (0, 1), a std of at most 0.5, so mean/std >= 1 (1.04 saturated, 2.4 at unit input
+# scale). A ReLU/GELU/SiLU/ELU/Mish of a centred input has mean/std <= 0.68 at any scale (measured, N(0, s^2) inputs,
+# s from 0.3 to 20).
+SIGMOID_MEAN, SIGMOID_STD_MAX, SIGMOID_MEAN_TO_STD = (0.35, 0.65), 0.5, 0.95
 
 
 def kind_of(class_name: str) -> str | None:
