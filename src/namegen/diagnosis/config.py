@@ -5,6 +5,7 @@ text applies to the record and on `python train.py`'s command line.
 
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
 from dataclasses import dataclass
@@ -34,6 +35,17 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
         return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
     return a == b
+
+
+@functools.cache
+def recipes() -> tuple[tuple[str, str | None, float, float], ...]:
+    """(optimizer target, scheduler target, lr, momentum) of each conf/optim option, by file name."""
+    out = []
+    for path in sorted((CONF_DIR / "optim").glob("*.yaml")):
+        o = OmegaConf.load(path)
+        out.append((OmegaConf.select(o, "optimizer._target_"), OmegaConf.select(o, "scheduler._target_"),
+                    float(o.optimizer.lr), float(OmegaConf.select(o, "optimizer.momentum") or 0.0)))
+    return tuple(out)
 
 
 def fresh_sibling(run_dir: Path) -> Path:
@@ -122,15 +134,11 @@ class RunConfig:
         scheduler), put in the run's terms: SGD's steady step is lr/(1-momentum), so a run with more momentum than
         the recipe gets the recipe's steady step. None for an optimizer no recipe uses."""
         target, scheduler = self.get("optim.optimizer._target_"), self.get("optim.scheduler._target_")
-        options = [OmegaConf.load(p) for p in sorted((CONF_DIR / "optim").glob("*.yaml"))]
-        options = [o for o in options if OmegaConf.select(o, "optimizer._target_") == target]
-        options.sort(key=lambda o: OmegaConf.select(o, "scheduler._target_") != scheduler)
+        options = sorted((o for o in recipes() if o[0] == target), key=lambda o: o[1] != scheduler)
         if not options:
             return None
-        lr = float(options[0].optimizer.lr)
-        if self.optimizer.startswith("Adam"):
-            return lr
-        return lr * (1 - self.momentum) / (1 - float(OmegaConf.select(options[0], "optimizer.momentum") or 0.0))
+        _, _, lr, momentum = options[0]
+        return lr if self.optimizer.startswith("Adam") else lr * (1 - self.momentum) / (1 - momentum)
 
     def in_effect(self, override: str) -> bool:
         key, value = parse(override)

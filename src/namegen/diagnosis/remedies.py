@@ -7,6 +7,7 @@ remedy. A run without a namegen config (someone else's module) gets the sentence
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -65,6 +66,13 @@ def normalize(cfg: RunConfig) -> list[Candidate]:
     return [([f"model.norm={kind}"], f"normalize ({kind}): {why}") for kind in ("batchnorm", "layernorm")]
 
 
+def toward(value: float, lr: float, digits: int) -> float:
+    """`value` to `digits` significant digits, rounded toward `lr`: a fix never moves further than its evidence."""
+    q = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
+    n = math.ceil(value / q - 1e-9) if value < lr else math.floor(value / q + 1e-9)
+    return float(f"{n * q:.{digits}g}")
+
+
 def lr_to(cfg: RunConfig, direction: int, evidence: Evidence | None, why: str) -> list[Candidate]:
     """Lower (direction -1) or raise (+1) the lr: always that way, by what `evidence` supports and no further than
     a decade past the recipe's lr (the healthy point the recipe was tuned to); without evidence that way, to the
@@ -81,7 +89,7 @@ def lr_to(cfg: RunConfig, direction: int, evidence: Evidence | None, why: str) -
         value, source = recipe, f"no undistorted evidence of the step size: the recipe's lr {recipe:g}"
     else:
         value, source = lr * 10.0 ** direction, "no evidence of the step size: a factor of 10"
-    value = next((v for d in (1, 2, 3) if direction * ((v := float(f"{value:.{d}g}")) - lr) > 0), value)
+    value = next((v for d in (1, 2, 3) if direction * ((v := toward(value, lr, d)) - lr) > 0), value)
     return [([f"{LR_KEY}={value:g}"], f"{'lower' if direction < 0 else 'raise'} the learning rate from {lr:g} to "
                                       f"{value:g} ({source}): {why}")]
 
