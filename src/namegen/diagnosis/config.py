@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import math
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,19 @@ from namegen.results import RECORD
 REPO = Path(__file__).resolve().parents[3]
 CONF_DIR = REPO / "conf"
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam/AdamW's default
+
+
+COMPOSE_LOCK = threading.Lock()  # Hydra's compose API holds global state
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The config `python train.py <overrides>` composes (outside Hydra's runtime: give run_dir)."""
+    from hydra import compose, initialize_config_dir
+
+    import namegen.resolvers  # noqa: F401  the config's interpolations use them
+
+    with COMPOSE_LOCK, initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides)
 
 
 def parse(override: str) -> tuple[str, Any]:

@@ -12,13 +12,12 @@ import os
 import shlex
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from namegen.diagnosis.config import CONF_DIR, REPO, RunConfig, fresh_sibling, parse
+from namegen.diagnosis.config import COMPOSE_LOCK, CONF_DIR, REPO, RunConfig, fresh_sibling, parse
 from namegen.diagnosis.engine import Diagnosis
 from namegen.errors import UserError
 from namegen.results import is_run
@@ -26,7 +25,6 @@ from namegen.results import is_run
 TRAIN_PY = REPO / "train.py"
 GROUPS = ("data", "model", "init", "norm", "optim", "trainer", "callbacks", "logger")  # norm after model: it sets model.norm
 PER_COMMAND = ("run_dir", "resume")  # where a command writes, not what it trains
-_compose_lock = threading.Lock()  # Hydra's compose API holds global state
 
 
 def flat(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -86,7 +84,7 @@ def command_overrides(cfg: DictConfig) -> list[str]:
     import namegen.resolvers  # noqa: F401  the composed config's interpolations use them
 
     want = leaves(cfg)
-    with _compose_lock, initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with COMPOSE_LOCK, initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         defaults = compose("config", return_hydra_config=True).hydra.runtime.choices
         chosen: list[str] = []
         for group in GROUPS:
