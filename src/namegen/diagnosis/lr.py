@@ -106,7 +106,39 @@ def judge_learning_rate(run: Run) -> list[Observation]:
                   if stalled else None),
             quiet="the steps are small, but the loss fell",
             facts={"lr": measured_size(run, ratio), "limit": t.update_ratio_low}))
+    if not (high or growth or low):
+        out += small_behind_norms(run)
     return out
+
+
+def small_behind_norms(run: Run) -> list[Observation]:
+    """Updates persistently small (the run's median update ratio below update_ratio_small) while most norms'
+    inputs stay far from unit scale (>= norm_input_scale x, first and last logged step): the weights feeding the
+    norms are large, and the norm divides each of their updates by that scale (naive init behind BatchNorm). A
+    note, not a finding: the run learns, only slower, which a sweep's comparison shows (diagnosis.compare)."""
+    t = run.t
+    far = [(n, n.finite("in_std")[0][1], n.finite("in_std")[-1][1]) for n in run.norms]
+    far = [(n, a, b) for n, a, b in far if min(a, b) >= t.norm_input_scale]
+    medians = phase_medians(run, START, None)
+    if not run.norms or not medians or len(far) <= t.update_ratio_share * len(run.norms):
+        return []
+    ratio = float(np.median([m for _, m in medians]))
+    if not above(t.update_ratio_small, ratio):
+        return []
+    cfg = run.config
+    fix = ("init.scheme=kaiming (weights x gain/sqrt(fan_in), near unit scale), or a higher lr"
+           if cfg is None or cfg.scheme != "kaiming" else "a higher lr")
+    scales = [v for _, a, b in far for v in (a, b)]
+    return [Observation(
+        "small_updates", "each update is small next to weights far from unit scale, which a norm divides out",
+        tuple(n.name for n, _, _ in far), (),
+        f"median log10(update/weight) {ratio:.2f} over the run; the inputs of {len(far)} of {len(run.norms)} norms "
+        f"stay {min(scales):.1f}-{max(scales):.1f} x unit scale",
+        f"median above {t.update_ratio_small:g} (kaiming + BatchNorm: -2.4), or norm inputs below "
+        f"{t.norm_input_scale:g} x unit scale (kaiming: 1.0-2.2)",
+        tuple({"layer": n.name, "step": None, "value": b} for n, _, b in far),
+        quiet=f"the run learns, but each step moves it ~{10 ** (HEALTHY_UPDATE_RATIO - ratio):.0f}x less than the "
+              f"lesson's -3: a norm divides each update by the scale of the weights feeding it; {fix}")]
 
 
 def judge_loss_rise(run: Run) -> list[Observation]:

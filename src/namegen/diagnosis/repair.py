@@ -124,7 +124,8 @@ def shown(argv: list[str]) -> str:
 
 def run_fix(run_dir: Path, diagnosis: Diagnosis) -> str:
     """Run the fix command into a fresh sibling folder; the before/after comparison as Markdown."""
-    from namegen.diagnosis.files import diagnose_run, read_result
+    from namegen.diagnosis.files import diagnose_run
+    from namegen.results import read_result
 
     out = fresh_sibling(run_dir)
     argv = fix_command(run_dir, diagnosis, out)
