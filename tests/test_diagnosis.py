@@ -85,7 +85,9 @@ def test_a_healthy_run_has_no_findings_and_every_rule_checked():
 def test_nothing_logged_is_unknown_not_healthy():
     d = diagnose({})
     assert d.findings == () and d.checked == () and d.health == "unknown" and not d.healthy
-    assert "not checked: diverged (no train/loss or run status), confident_start (no init/loss)" in d.to_markdown()
+    assert ("not checked: diverged (no training loss (train/loss or diagnostics/loss) or run status), confident_start "
+            "(no step-0 loss (init/loss, or diagnostics/loss at step 0), log(output width) (init/uniform_loss or "
+            "diagnostics/uniform_loss))") in d.to_markdown()
 
 
 def test_without_activation_statistics_the_run_is_not_called_healthy():

@@ -90,3 +90,43 @@ def test_a_sigmoid_layer_is_bounded_not_far_tail():
     s[f"{act(1)}/saturation"] = [(0, 0.03), (1499, 0.2)]
     s[f"{act(1)}/dead"] = [(0, 0.0), (1499, 0.2)]
     assert "saturated" in names(diagnose(s))  # 20% > a far-tail unit's 15%, with dead units: a finding
+
+
+# -- the loss rules on any module (issue 26 item 8): namegen's tags first, Diagnostics' otherwise -------------------
+
+
+def any_module(init: float, end: float, uniform: float | None = math.log(27)) -> dict:
+    """Someone else's module: no train/loss, init/*; Diagnostics' loss from step 0 on, and log(output width)."""
+    s = {k: v for k, v in healthy().items() if not k.startswith(("train/", "init/"))}
+    s["diagnostics/loss"] = [(0, init), (500, (init + end) / 2), (1000, end), (1499, end)]
+    if uniform is not None:
+        s["diagnostics/uniform_loss"] = [(0, uniform)]
+    return s
+
+
+def test_the_loss_rules_read_diagnostics_loss_tags_on_any_module():
+    d = diagnose(any_module(init=20.0, end=2.3))
+    assert "confident_start" in names(d) and {"confident_start", "loss_rise"} <= set(d.checked)
+    f = next(f for f in d.findings if f.name == "confident_start")
+    assert f"{20 / math.log(27):.1f} x log(V)" in f.measured
+    d = diagnose(any_module(init=3.3, end=8.0))  # a healthy start, then worse: the last three (5.65, 8, 8) 2.2x
+    assert names(d) == ["lr_too_high"]
+    assert "diagnostics/loss 7.22 over steps 500-1499 = 2.2 x the step-0 loss 3.3" in d.findings[0].measured
+    assert diagnose(any_module(init=3.3, end=2.3)).findings == ()
+
+
+def test_namegen_s_own_loss_tags_win_where_both_are_logged():
+    s = any_module(init=20.0, end=8.0)
+    s.update({"init/loss": [(0, 3.3)], "init/uniform_loss": [(0, math.log(27))], "train/loss": const(2.3)})
+    assert diagnose(s).findings == ()  # namegen's: a healthy start that learned; Diagnostics' alone would say both
+
+
+def test_the_coverage_line_names_exactly_the_loss_that_is_missing():
+    d = diagnose(any_module(init=3.3, end=2.3, uniform=None))  # the loss, but no log(output width)
+    assert ("confident_start", "log(output width) (init/uniform_loss or diagnostics/uniform_loss)") in d.missing
+    assert "loss_rise" in d.checked and "diverged" in d.checked
+    s = any_module(init=3.3, end=2.3)
+    s["diagnostics/loss"] = s["diagnostics/loss"][1:]  # no step-0 reading
+    d = diagnose(s)
+    assert dict(d.missing) == {"confident_start": "step-0 loss (init/loss, or diagnostics/loss at step 0)",
+                               "loss_rise": "step-0 loss (init/loss, or diagnostics/loss at step 0)"}

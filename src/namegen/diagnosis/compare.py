@@ -22,7 +22,7 @@ import numpy as np
 
 from namegen.callbacks.tags import ACT, GRAD, NORM, UPDATE_RATIO
 from namegen.diagnosis.config import RunConfig
-from namegen.diagnosis.observe import START, layers
+from namegen.diagnosis.observe import INIT_LOSS, START, layers
 from namegen.events import Scalars
 
 BEHIND_FLOOR = 0.01  # behind by more than 1% of the best val loss (~0.02 nats on names), however alike the others
@@ -83,7 +83,7 @@ def norm_scale(scalars: Scalars) -> tuple[float, float] | None:
 def step0_loss(scalars: Scalars, result: Mapping[str, Any]) -> float | None:
     from namegen.callbacks.tags import LOSS
 
-    for tag in ("init/loss", LOSS):
+    for tag in (INIT_LOSS, LOSS):
         if (v := first(scalars.get(tag, []))) is not None:
             return v
     v = result.get("init_loss")

@@ -141,7 +141,7 @@ def diagnose(scalars: Scalars, result: Mapping[str, Any] | None = None, threshol
         if not rule.applies(run):
             not_applicable.append(rule.name)
         elif not rule.ready(run):
-            missing.append((rule.name, rule.reads))
+            missing.append((rule.name, rule.needs(run)))
         else:
             checked.append(rule.name)
             seen += rule.judge(run)

@@ -23,7 +23,7 @@ def judge_diverged(run: Run) -> list[Observation]:
     layer = run.result.get("diverged_layer") if isinstance(run.result.get("diverged_layer"), str) else None
     error = run.result.get("error")
     measured = (str(error).splitlines() or [""])[0] if error else (
-        f"train/loss = {bad[1]} at step {bad[0]}" if bad else "status diverged")
+        f"{run.loss_tag} = {bad[1]} at step {bad[0]}" if bad else "status diverged")
     return [Observation(
         "diverged", "the loss stopped being finite", (layer,) if layer else (), (step,) if step is not None else (),
         measured, "a finite loss at every step", ({"layer": layer, "step": step, "value": bad[1] if bad else None},),

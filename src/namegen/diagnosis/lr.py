@@ -77,7 +77,7 @@ def judge_learning_rate(run: Run) -> list[Observation]:
         spikes = run.spikes()
         if spikes:
             s, v, lowest = spikes[0]
-            measured.append(f"train/loss spiked {len(spikes)} time(s), first at step {s}: {num(v)} after {num(lowest)}")
+            measured.append(f"{run.loss_tag} spiked {len(spikes)} time(s), first at step {s}: {num(v)} after {num(lowest)}")
             steps.append(s)
         out.append(Observation(
             "lr_too_high", "each step changes the weights too much for training to stay stable",
@@ -156,7 +156,7 @@ def judge_loss_rise(run: Run) -> list[Observation]:
     return [Observation(
         "lr_too_high", "training made the run worse than its start: the updates did the damage",
         (), tuple(s for s, _ in tail),
-        f"train/loss {num(end)} over steps {tail[0][0]}-{tail[-1][0]} = {end / run.init_loss:.1f} x the step-0 loss "
+        f"{run.loss_tag} {num(end)} over steps {tail[0][0]}-{tail[-1][0]} = {end / run.init_loss:.1f} x the step-0 loss "
         f"{num(run.init_loss)}, after a healthy step 0",
         f"last losses below {run.t.loss_rise:g} x the step-0 loss (healthy runs end at 0.62-0.74 x)",
         tuple({"layer": None, "step": s, "value": v} for s, v in tail),

@@ -3,6 +3,7 @@
 Tags are read through `callbacks.tags` only (step = optimizer updates applied before that forward pass):
 
     init/loss, init/uniform_loss, train/loss          namegen's module (any module may log them)
+    diagnostics/loss, diagnostics/uniform_loss        Diagnostics, for any module: read where namegen's are absent
     lr-<optimizer>[/<group>]                          Lightning's LearningRateMonitor
     act/i.path/{mean,std,saturation,dead}             activations, i = forward order
     norm/i.path/in_std                                the input of each normalization layer
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from namegen.callbacks.tags import ACT, ATTN, GRAD, NORM, TAG, UPDATE_RATIO
+from namegen.callbacks.tags import ACT, ATTN, GRAD, LOSS, NORM, TAG, UNIFORM_LOSS, UPDATE_RATIO
 from namegen.diagnosis.config import RunConfig
 from namegen.diagnosis.thresholds import (
     BOUNDED, FAR_TAIL, FAR_TAIL_BELOW, ONE_SIDED, ONE_SIDED_MEAN_TO_STD, SIGMOID_MEAN, SIGMOID_MEAN_TO_STD,
@@ -27,6 +28,12 @@ from namegen.diagnosis.thresholds import (
 )
 from namegen.events import Scalars
 
+TRAIN_LOSS, INIT_LOSS, INIT_UNIFORM_LOSS = "train/loss", "init/loss", "init/uniform_loss"  # namegen's module's
+LOSS_NEEDS = {  # what each loss the rules read is, and the tags that give it, for the coverage line
+    "train": f"training loss ({TRAIN_LOSS} or {LOSS})",
+    "init": f"step-0 loss ({INIT_LOSS}, or {LOSS} at step 0)",
+    "uniform": f"log(output width) ({INIT_UNIFORM_LOSS} or {UNIFORM_LOSS})",
+}
 LR_PREFIX = "lr-"
 LR_EXTRA = ("-momentum", "-weight_decay")  # LearningRateMonitor's other tags: not learning rates
 LOSS_SPIKE = 1.5  # a logged train/loss this many times its lowest value so far: one batch's noise is at most 1.2x
@@ -168,11 +175,18 @@ class Run:
         self.updates = [u for u in layers(self.scalars, UPDATE_RATIO) if any(s > START for s, _ in u.finite())]
         self.norms = [n for n in layers(self.scalars, NORM) if n.finite("in_std")]
         self.attns = [a for a in layers(self.scalars, ATTN) if a.finite("std")]
-        self.loss = [(s, v) for s, v in self.scalars.get("train/loss", [])]
-        init = self.scalars.get("init/loss", [])
-        uniform = self.scalars.get("init/uniform_loss", [])
+        # namegen's own loss tags where the module logged them, else what Diagnostics records for any module
+        self.loss_tag = TRAIN_LOSS if self.scalars.get(TRAIN_LOSS) or not self.scalars.get(LOSS) else LOSS
+        self.loss = list(self.scalars.get(self.loss_tag, []))
+        init = self.scalars.get(INIT_LOSS) or [(s, v) for s, v in self.scalars.get(LOSS, [])[:1] if s == START]
+        uniform = self.scalars.get(INIT_UNIFORM_LOSS) or self.scalars.get(UNIFORM_LOSS, [])
         self.init_loss = init[0][1] if init else number(self.result.get("init_loss"))
         self.uniform_loss = uniform[0][1] if uniform else number(self.result.get("uniform_loss"))
+
+    def lacks(self, *needs: str) -> str:
+        """What the loss rules lack, in words, each with the tags that would give it ("train", "init", "uniform")."""
+        have = {"train": bool(self.loss), "init": self.init_loss is not None, "uniform": self.uniform_loss is not None}
+        return ", ".join(LOSS_NEEDS[n] for n in needs if not have[n])
 
     def kind(self, layer: Layer) -> str:
         """The activation's kind: by its type if known, else guessed from its outputs at the first logged step."""

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from namegen.diagnosis.config import COMPOSE_LOCK, CONF_DIR, REPO, RunConfig, fresh_sibling, parse
 from namegen.diagnosis.engine import Diagnosis
+from namegen.checks import flatten
 from namegen.errors import UserError
 from namegen.results import is_run
 
@@ -27,15 +28,9 @@ GROUPS = ("data", "model", "init", "norm", "optim", "trainer", "callbacks", "log
 PER_COMMAND = ("run_dir", "resume")  # where a command writes, not what it trains
 
 
-def flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict) and node:
-        return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
-    return {prefix[:-1]: node}
-
-
 def leaves(cfg: DictConfig) -> dict[str, Any]:
     tree = OmegaConf.to_container(cfg, resolve=False)
-    return {k: v for k, v in flat(tree).items() if k.split(".")[0] not in PER_COMMAND + ("hydra",)}
+    return {k: v for k, v in flatten(tree).items() if k.split(".")[0] not in PER_COMMAND + ("hydra",)}
 
 
 def value_text(v: Any) -> str:
@@ -59,7 +54,7 @@ def value_text(v: Any) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def differences(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
+def overrides_between(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
     """The value overrides that turn `have` into `want`: `key=v`, `+key=v` (new), `~node` (gone, whole subtrees)."""
     out = []
     for key in want:
@@ -94,11 +89,11 @@ def command_overrides(cfg: DictConfig) -> list[str]:
             for option in options:
                 trial = chosen + ([] if option == default else [f"{group}={option}"])
                 have = leaves(compose("config", overrides=trial))
-                scored.append((len(differences(have, want)), option != default, option))
+                scored.append((len(overrides_between(have, want)), option != default, option))
             _, _, best = min(scored)
             if best != default:
                 chosen.append(f"{group}={best}")
-        overrides = chosen + differences(leaves(compose("config", overrides=chosen)), want)
+        overrides = chosen + overrides_between(leaves(compose("config", overrides=chosen)), want)
         if leaves(compose("config", overrides=overrides)) != want:
             raise UserError("the run's config record cannot be rebuilt from conf/ (was it trained with another version "
                             "of namegen?); rerun it by hand with the fixes the diagnosis lists")
@@ -117,7 +112,7 @@ def fix_command(run_dir: Path, diagnosis: Diagnosis, out: Path | None = None) ->
     return [sys.executable, str(TRAIN_PY), *overrides, f"hydra.run.dir={value_text(str(out or fresh_sibling(run_dir)))}"]
 
 
-def shown(argv: list[str]) -> str:
+def typed_command(argv: list[str]) -> str:
     """The command as a user types it from the repository's folder."""
     return " ".join(["python", "train.py"] + [shlex.quote(a) for a in argv[2:]])
 
@@ -129,7 +124,7 @@ def run_fix(run_dir: Path, diagnosis: Diagnosis) -> str:
 
     out = fresh_sibling(run_dir)
     argv = fix_command(run_dir, diagnosis, out)
-    print(f"running: {shown(argv)}", flush=True)
+    print(f"running: {typed_command(argv)}", flush=True)
     done = subprocess.run(argv, cwd=os.getcwd(), capture_output=True, text=True)
     if not is_run(out):
         raise UserError(f"the fix command did not train (exit {done.returncode}): "

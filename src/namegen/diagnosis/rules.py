@@ -30,15 +30,18 @@ def has_attention(run: Run) -> bool:
 @dataclass(frozen=True)
 class Rule:
     name: str  # as listed in `Diagnosis.checked`
-    reads: str  # what it needs, in words, for the coverage line
+    reads: str | Callable[[Run], str]  # what it needs, in words, for the coverage line (or what of it is missing)
     ready: Callable[[Run], bool]  # that was logged
     judge: Callable[[Run], list[Observation]]
     applies: Callable[[Run], bool] = lambda run: True  # the model has what the rule judges
 
+    def needs(self, run: Run) -> str:
+        return self.reads(run) if callable(self.reads) else self.reads
+
 
 RULES = (
-    Rule("diverged", "train/loss or run status", lambda r: "status" in r.result or bool(r.loss), judge_diverged),
-    Rule("confident_start", "init/loss", lambda r: r.init_loss is not None and r.uniform_loss is not None,
+    Rule("diverged", lambda r: r.lacks("train") + " or run status", lambda r: "status" in r.result or bool(r.loss), judge_diverged),
+    Rule("confident_start", lambda r: r.lacks("init", "uniform"), lambda r: r.init_loss is not None and r.uniform_loss is not None,
          judge_confident_start),
     Rule("saturated", "activation statistics", lambda r: bool(r.judged_acts("saturation")) or any(
         a.finite("saturation") for a in r.acts), judge_saturated),
@@ -47,7 +50,7 @@ RULES = (
         set.intersection(*(set(dict(g.finite("std"))) for g in r.grads))), judge_gradients),
     Rule("learning_rate", "update ratios", lambda r: bool(r.updates), judge_learning_rate),
     Rule("attention", "attention logits", lambda r: bool(r.attns), judge_attention, applies=has_attention),
-    Rule("loss_rise", "train/loss and init/loss", lambda r: r.init_loss is not None and any(
+    Rule("loss_rise", lambda r: r.lacks("train", "init"), lambda r: r.init_loss is not None and any(
         math.isfinite(v) for _, v in r.loss), judge_loss_rise),
 )
 RULE_NAMES = tuple(rule.name for rule in RULES)
