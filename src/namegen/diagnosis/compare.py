@@ -26,7 +26,7 @@ from namegen.diagnosis.observe import INIT_LOSS, START, layers
 from namegen.events import Scalars
 
 BEHIND_FLOOR = 0.01  # behind by more than 1% of the best val loss (~0.02 nats on names), however alike the others
-BEHIND_SPREAD = 3.0  # ... and by more than 3x the healthy runs' spread (median absolute deviation of their val loss)
+BEHIND_SPREAD = 3.0  # ... and by more than 3x the other healthy runs' spread (median absolute deviation of val loss)
 MOST = 2  # the statistics shown per run: the ones that differ most
 NORM_NAMES = {"batchnorm": "BatchNorm", "layernorm": "LayerNorm"}
 
@@ -146,8 +146,10 @@ def settings(run: Sweep, best: Sweep) -> list[tuple[str, Any, Any]]:
             if a.get(k) != b.get(k) and not k.startswith(("run_dir", "resume"))]
 
 
-def threshold(runs: list[Sweep], best: float) -> float:
-    healthy = [r.val for r in runs if r.val is not None and r.health.startswith("healthy")]
+def threshold(runs: list[Sweep], run: Sweep, best: float) -> float:
+    """How far behind the best `run` may be and still be within the spread of the other healthy runs (their median
+    absolute deviation, so one run far behind does not widen it), and never less than BEHIND_FLOOR."""
+    healthy = [r.val for r in runs if r is not run and r.val is not None and r.health.startswith("healthy")]
     spread = float(np.median(np.abs(np.array(healthy) - np.median(healthy)))) if healthy else 0.0
     return max(BEHIND_FLOOR * best, BEHIND_SPREAD * spread)
 
@@ -159,10 +161,9 @@ def why(runs: list[Sweep]) -> dict[str, str]:
     if len(runs) < 2 or not scored:
         return {}
     best = min(scored, key=lambda r: r.val)
-    margin = threshold(runs, best.val)
     out = {}
     for run in runs:
-        if run is best or (run.val is not None and run.val - best.val <= margin):
+        if run is best or (run.val is not None and run.val - best.val <= threshold(runs, run, best.val)):
             continue
         gap = (f"{run.val - best.val:.3f} behind {best.name} (val {run.val:.4f} vs {best.val:.4f})" if run.val is not None
                else f"behind {best.name} ({run.result.get('status', 'no val loss')})")
