@@ -119,3 +119,23 @@ def test_momentum_counts_in_the_step_the_issue_s_case():
     new, text = lr_fix(diagnose(s, {"status": "ok"}, config=cfg))
     assert new is not None and new / (1 - 0.95) <= 0.5  # the steady step back near the recipe's 0.1, not 4
     assert "1/(1-momentum) for momentum 0.95" in text
+
+
+def test_lr_30_behind_layernorm_whose_norms_grew_less_than_tenfold_is_too_high_never_too_low(configs):
+    # the issue's case as the benchmark's sgd lr 30 layernorm 3000 seed 2 logged it: a first update 300x the healthy
+    # size at a healthy step 0, then (weights grown 3-10x behind most norms, units dead) updates of ~1e-7: read
+    # from the later ratios alone, "too low", and the fix raised the lr to 100000 (the rerun diverged)
+    cfg = RunConfig(configs["sgd", "layernorm"].applied(["optim.optimizer.lr=30"]))
+    s = healthy()
+    s["lr-SGD"] = const(30.0)
+    s["train/loss"] = [(0, 3.31), (500, 13.4), (1000, 3.1), (1499, 2.96)]  # no spike past 1.5x the lowest so far
+    for j in range(7):
+        s[f"update_ratio/{j:02d}.{weight(j)}"] = [(0, -0.6), (500, -7.0), (1000, -7.5), (1499, -8.0)]
+    for i, grown in enumerate((2.9, 7.7, 9.8, 16.0, 38.0)):
+        s[f"norm/{i:02d}.model.hidden.{i}.norm/in_std"] = [(0, 1.0), (500, grown), (1499, grown)]
+    s["act/04.model.hidden.4.act/dead"] = [(0, 0.0), (500, 1.0), (1000, 1.0), (1499, 1.0)]
+    d = diagnose(s, {"status": "ok"}, config=cfg)
+    assert "lr_too_high" in [f.name for f in d.findings] and "lr_too_low" not in [f.name for f in d.findings]
+    new, text = lr_fix(d)
+    assert new is not None and new < 30 and "first update" in text
+    assert new >= 30 * 10 ** (-3 + 0.6) * (1 - 1e-9)  # no further than the first update's evidence: 0.12

@@ -44,7 +44,9 @@ def judge_learning_rate(run: Run) -> list[Observation]:
     invariant weights grow under a too-high lr while their update ratios fall: never read as too low). Harm: loss
     spikes, or dead units / vanishing gradients / divergence with it.
     lr too low: more than update_ratio_share below 10^update_ratio_low, where the lr is at least half its peak,
-    without that growth. Harm: the loss barely fell."""
+    without that growth, after a first update (at a healthy step 0) that was not above 10^update_ratio_high: a
+    first step that large and later ones that small is a too-high lr whose damage shrank the later updates. Harm:
+    the loss barely fell."""
     t = run.t
     grown = norm_growth(run)
     growth = len(grown) > t.update_ratio_share * len(run.norms) if run.norms else False
@@ -59,9 +61,19 @@ def judge_learning_rate(run: Run) -> list[Observation]:
             high.append((phase, over, medians))
         elif len(under) > t.update_ratio_share * len(medians) and phase.level >= LR_JUDGED_LOW and not growth:
             low.append((phase, under, medians))
+    # small later updates after a first one far above the healthy range, at a healthy step 0: the lr was too high,
+    # and the weights grew (behind norms whose growth stayed under norm_growth) or units died since: never too low
+    first, fell = steady_start(run), []
+    if low and first is not None and above(first, t.update_ratio_high):
+        fell, low = low, []
     out = []
-    if high or growth:
+    if high or growth or fell:
         measured, layers_, steps, evidence = [], [], [], []
+        if fell:
+            later = float(np.median([m for _, _, every in fell for _, m in every]))
+            measured.append(f"the first update's steady log10 ratio {first:.2f}, above {t.update_ratio_high:g} at a "
+                            f"healthy step 0, then {later:.2f} (the weights grew or units stopped passing gradient)")
+            steps.append(START)
         for phase, over, medians in high:
             measured.append(phase_text(run, phase, over, medians, "above", t.update_ratio_high))
             layers_ += [weight_layer(w.name) for w, _ in over]
@@ -193,6 +205,15 @@ def steady_over_first(run: Run) -> tuple[float, str]:
     if cfg.momentum > 0:
         return 1 / (1 - cfg.momentum), f", x {1 / (1 - cfg.momentum):.3g} = 1/(1-momentum) for momentum {cfg.momentum:g}"
     return 1.0, ""
+
+
+def steady_start(run: Run) -> float | None:
+    """The first update's median log10 ratio as the steady step the optimizer makes of it, when step 0 looked
+    healthy (a bad init's gradients make the first update large at any lr); else None."""
+    r0 = start_ratio(run)
+    if r0 is None or wrong_at_step0(run):
+        return None
+    return r0 + math.log10(steady_over_first(run)[0])
 
 
 def step_size(run: Run, measured: float | None) -> Evidence | None:
