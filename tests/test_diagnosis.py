@@ -335,8 +335,10 @@ def test_weights_feeding_a_norm_that_grow_are_lr_too_high_never_too_low():
     d = diagnose(s)
     assert "lr_too_high" in names(d) and "lr_too_low" not in names(d) + [n.name for n in d.notes]
     assert "the inputs of 5 of 5 norms grew" in only(d, "lr_too_high").measured
-    for i in range(5):  # healthy BatchNorm: the inputs grow at most 2.3-fold
+    for i in range(5):  # healthy BatchNorm: the inputs grow at most 2.3-fold, the first update near -3
         s[f"norm/{i:02d}.model.hidden.{i}.norm/in_std"] = [(0, 1.1), (500, 1.5), (1000, 2.0), (1499, 2.2)]
+    for j in range(7):
+        s[f"update_ratio/{j:02d}.{weight(j)}"] = [(0, -3.0), (500, -3.0), (1000, -3.2), (1499, -3.1)]
     assert "lr_too_high" not in names(diagnose(s))
 
 
