@@ -10,21 +10,22 @@ from namegen.diagnosis.config import RunConfig
 from namegen.diagnosis.engine import Diagnosis, diagnose
 from namegen.diagnosis.thresholds import Thresholds
 from namegen.events import read_scalars
-from namegen.results import EVENT_GLOB, is_run, read_result, require_runs, run_folders, write_atomic
+from namegen.results import is_run, read_result, require_runs, run_folders, write_atomic
 
 MARKDOWN_FILE = "diagnosis.md"
 JSON_FILE = "diagnosis.json"
 
 
 def read_run(run_dir: Path) -> Sweep:
-    """A run folder's diagnosis inputs: its event files' scalars, its result.json and its config record."""
-    scalars = read_scalars(run_dir) if any(run_dir.glob(EVENT_GLOB)) else {}
+    """A run folder's diagnosis inputs: its recorded scalars (any logger's files: TensorBoard's event files,
+    CSVLogger's metrics.csv), its result.json and its config record."""
+    scalars = read_scalars(run_dir)
     result = read_result(run_dir)
     return Sweep(run_dir.name, result, scalars, RunConfig.of_run(run_dir), str(result.get("health", "")))
 
 
 def diagnose_run(run_dir: str | Path, thresholds: Thresholds | None = None) -> Diagnosis:
-    """The diagnosis of one run folder: its event files' scalars, its result.json and its config record (the
+    """The diagnosis of one run folder: its recorded scalars, its result.json and its config record (the
     thresholds it was configured with, and what the remedies are computed from)."""
     run = read_run(Path(run_dir))
     return diagnose(run.scalars, run.result, thresholds, config=run.config)
