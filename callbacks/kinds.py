@@ -85,7 +85,6 @@ KINDS: dict[str, Kind] = {
                                                   f"x <= {attr(m, 'threshold', 0.0):g}")),
     "hardswish": Kind(F.hardswish, lambda m, s: FlatRule("input", lambda x: x <= -3, "x <= -3")),
     "gelu": Kind(F.gelu, lambda m, s: below(FAR_BELOW_ZERO)),
-    "gelu_tanh": Kind(lambda x: F.gelu(x, approximate="tanh"), lambda m, s: below(FAR_BELOW_ZERO)),
     "quick_gelu": Kind(quick_gelu, lambda m, s: below(FAR_BELOW_ZERO)),
     "silu": Kind(F.silu, lambda m, s: below(FAR_BELOW_ZERO)),
     "mish": Kind(F.mish, lambda m, s: below(FAR_BELOW_ZERO)),
@@ -128,7 +127,7 @@ NOT_ACTIVATION_BASES = ("dropout", "pool", "pad", "embedding", "loss")  # torch.
 
 # the probe tensor: both sides of zero, past every flat region's edge (|x| up to 8), a few points near zero
 PROBE = torch.linspace(-8.0, 8.0, 161)
-MATCH_TOLERANCE = 1e-3  # gelu's tanh approximation is within 5e-4 of the exact gelu: the same kind either way
+MATCH_TOLERANCE = 1e-3  # gelu's tanh approximation (NewGELUActivation) is within 5e-4 of the exact gelu: one kind
 
 
 def is_norm(module: nn.Module) -> bool:
