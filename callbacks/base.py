@@ -90,11 +90,12 @@ class Catalog:
     beside_conv: set[str] = field(default_factory=set)
     units: dict[str, int] = field(default_factory=dict)  # declared unit dims
     unknown: list[str] = field(default_factory=list)  # activation-like modules of no known kind
+    extracts: dict[str, "Extract"] = field(default_factory=dict)  # how a functional activation is recorded
 
     @classmethod
     def of(cls, root: nn.Module, declared: Mapping[type | str, str | None] | None = None,
            units: Mapping[type | str, int] | None = None) -> "Catalog":
-        from .kinds import activation_like, nonlinear
+        from .kinds import activation_like, classify, nonlinear
 
         declared, units = declared or {}, units or {}
         modules: dict[str, nn.Module] = {}
@@ -108,6 +109,12 @@ class Catalog:
                 kinds[name] = kind
             elif not said and activation_like(m) and nonlinear(m):
                 unknown.append(name)
+        functional = functional_activations(modules)
+        for name, (_, fn) in functional.items():
+            if (kind := classify(fn)) is not None:
+                kinds[name] = kind
+        modules = {name: m for host, m in modules.items()  # each after the module it is hooked on, by that module
+                   for name in (host, *(f for f, (h, _) in functional.items() if h == host))}
         parents = {name: name.rpartition(".")[0] for name in modules}
         children: dict[str, list[nn.Module]] = {}
         for name, m in modules.items():
@@ -122,10 +129,36 @@ class Catalog:
                 if key in units:
                     dims[name] = units[key]
                     break
-        return cls(modules, kinds, norms, attention, beside, dims, unknown)
+        extracts = {name: applied(fn) for name, (_, fn) in functional.items()}
+        return cls(modules, kinds, norms, attention, beside, dims, unknown, extracts)
 
     def unit_dim(self, name: str, ndim: int) -> int:
         return unit_dim(ndim, name in self.beside_conv, self.units.get(name))
+
+
+# torch layers that apply an activation *function* (activation="gelu") between two of their modules: the function's
+# input is the first module's output. Recorded as `<layer>.activation`, hooked on that module (no gradient: the
+# function's output is not a module's, so no hook can reach its gradient)
+FUNCTIONAL = {nn.TransformerEncoderLayer: ("linear1", "activation"), nn.TransformerDecoderLayer: ("linear1", "activation")}
+
+
+def functional_activations(modules: Mapping[str, nn.Module]) -> dict[str, tuple[str, Callable]]:
+    """{`<layer>.activation`: (the module whose output it takes, the function)} of every such layer whose activation
+    is a function, not a module (a module is found as itself)."""
+    out = {}
+    for name, m in modules.items():
+        spec = next((FUNCTIONAL[c] for c in type(m).__mro__ if c in FUNCTIONAL), None)
+        if spec is not None and callable(fn := getattr(m, spec[1], None)) and not isinstance(fn, nn.Module):
+            out[f"{name}.{spec[1]}"] = (f"{name}.{spec[0]}", fn)
+    return out
+
+
+def applied(fn: Callable[[torch.Tensor], torch.Tensor]) -> "Extract":
+    """An extract recording (input, output) of `fn` applied to a module's output."""
+    def extract(module: nn.Module, args: tuple, kwargs: dict, output: Any):
+        with torch.no_grad():
+            return output, fn(output)
+    return extract
 
 
 def innermost(names: list[str]) -> list[str]:
@@ -328,6 +361,9 @@ class Recorder:
             x = self.pending[name].pop() if self.pending.get(name) else None
             extract = self.extract.get(name)
             t = extract(module, args, kwargs, output) if extract is not None else first_tensor(output)
+            if isinstance(t, tuple):  # a function's (input, output): a functional activation
+                preact, t = t
+                x = self.kept(name, preact.detach()) if self.want[name].inputs else None
             self.calls[name] = k = self.calls.get(name, 0) + 1
             key = (name, k)
             self.order.append(key)

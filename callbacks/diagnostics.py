@@ -169,7 +169,7 @@ class Diagnostics(L.Callback):
         recorder = Recorder(mask=self.positions(batch))
         for probe in probes:
             for name, module, want in probe.watch(due):
-                recorder.attach([(name, module)], want, probe.extract)
+                recorder.attach([(name, module)], want, probe.extract or self.catalog.extracts.get(name))
         self.current = Step(step, due, probes, recorder, self.matrices, lambda kind: self.writers(trainer, kind),
                             trainer.optimizers)
         # a compiled model runs its original modules with their hooks (Dynamo would skip hooks added after it

@@ -161,10 +161,11 @@ def activation_like(module: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def classify(module: nn.Module) -> str | None:
-    """The kind whose reference matches what `module` computes on the probe tensor; None when none does (or the
-    module cannot be called on one tensor, or its output is not elementwise)."""
-    x = PROBE.to(next((b.device for b in module.buffers()), PROBE.device)).reshape(1, -1)
+def classify(module: Callable[[torch.Tensor], Any]) -> str | None:
+    """The kind whose reference matches what `module` (or a function) computes on the probe tensor; None when none
+    does (or it cannot be called on one tensor, or its output is not elementwise)."""
+    buffers = module.buffers() if isinstance(module, nn.Module) else iter(())
+    x = PROBE.to(next((b.device for b in buffers), PROBE.device)).reshape(1, -1)
     try:
         y = module(x.clone())
     except Exception:  # any module of anyone's: one that needs other arguments is simply no activation

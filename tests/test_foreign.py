@@ -475,3 +475,18 @@ def test_the_loss_and_log_of_the_output_width_are_written_for_any_module(tmp_pat
 def test_bad_arguments_are_refused(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_a_transformer_layers_activation_function_is_watched(tmp_path):
+    """nn.TransformerEncoderLayer(activation="gelu") applies F.gelu, no module: recorded from linear1's output."""
+    torch.manual_seed(7)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation="gelu", batch_first=True)
+    net = nn.Sequential(nn.TransformerEncoder(layer, 1, enable_nested_tensor=False), nn.Flatten(), nn.Linear(40, 3))
+    x, y = torch.randn(3, 5, 8), torch.randint(0, 3, (3,))
+    with torch.no_grad():
+        block = net[0].layers[0]
+        h = block.norm1(x + block.self_attn(x, x, x, need_weights=False)[0])
+        z = block.linear1(h)  # the pre-activation, by hand
+    fit(User(net), Diagnostics(1, None, None, [Activations()]), tmp_path, batches(x, y))
+    assert close(series(tmp_path, "act/00.net.0.layers.0.activation/std")[0], F.gelu(z).std().item())
+    assert close(series(tmp_path, "act/00.net.0.layers.0.activation/saturation")[0], (z < -3).float().mean().item())

@@ -268,9 +268,7 @@ def fit(module: L.LightningModule, data: DataLoader, steps: int, log_dir: Path, 
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=TensorBoardLogger(log_dir, name="", version=""),
                         callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, log_every_n_steps=EVERY, limit_val_batches=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Lightning's advice on workers and val loops; the callback's own are shown
-        trainer.fit(module, train_dataloaders=data)
+    trainer.fit(module, train_dataloaders=data)
 
 
 def observed(scalars: dict[str, Any]) -> dict[str, int]:
@@ -296,9 +294,73 @@ def verdict(name: str, fault: dict, stream, vocab, steps: int, root: Path) -> di
     scalars = read_scalars(root)
     d = diagnose(scalars, {"activations": diagnostics.kinds})
     loss = [v for _, v in scalars.get("diagnostics/loss", [])]
-    said = sorted({str(w.message).split(":")[0] + ": " + str(w.message).split(":")[1][:60] for w in caught
-                   if "Diagnostics" in str(w.message) or "Attention" in str(w.message)})
+    said = sorted({str(w.message)[:150] for w in caught if str(w.message).startswith(("Diagnostics", "Attention"))})
     return {"observed": observed(scalars), "health": d.health, "checked": len(d.checked),
             "rules": len(d.checked) + len(d.missing), "na": d.not_applicable,
             "loss": (loss[0], loss[-1]) if loss else None, "said": said,
             "orig_mod": any("_orig_mod" in t for t in scalars)}
+
+
+def cost(name: str, stream, vocab, steps: int, root: Path, rounds: int) -> float:
+    """Median over rounds of (steps/s with Diagnostics) / (steps/s without), the two fits in turn each round,
+    timing steps [TIMED_MARGIN, steps - TIMED_MARGIN): Diagnostics' default intervals record none of them."""
+    ratios = []
+    for r in range(rounds):
+        seconds = {}
+        for on in (False, True):
+            module, data = build(name, stream, vocab, seed=r)
+            clock = Clock(TIMED_MARGIN, steps - TIMED_MARGIN)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # said once in the verdict runs
+                fit(module, data, steps, root / f"{name}-{r}-{on}", [clock, Diagnostics()] if on else [clock])
+            seconds[on] = clock.seconds
+        ratios.append(seconds[False] / seconds[True])
+    return sorted(ratios)[len(ratios) // 2]
+
+
+def row(name: str, fault: str, r: dict[str, Any]) -> str:
+    seen = r["observed"]
+    families = " ".join(f"{k}{seen[k]}" for k in ("act", "norm", "attn", "fused", "grad", "update_ratio") if k in seen)
+    loss = f"{r['loss'][0]:.2f}->{r['loss'][1]:.2f}" if r["loss"] else "-"
+    extra = " _orig_mod!" if r["orig_mod"] else ""
+    return f"{name:<12} {fault:<9} {loss:<12} {families:<40} {r['health']}{extra}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=Path("../shared/data/names.txt"))
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--cost-steps", type=int, default=240)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
+    p.add_argument("--out", type=Path, default=None, help="also write the table to this file")
+    args = p.parse_args(argv)
+    if not args.data.is_file():
+        raise SystemExit(f"--data {args.data}: no such file; give the path of names.txt")
+    torch.set_num_threads(1)  # 2 cores shared: one thread each is the steadier measure
+    stream, vocab = corpus(args.data)
+    lines = [f"bench_foreign: {args.steps} steps per run, statistics every {EVERY}; verdict = namegen.diagnosis on "
+             "the run's events", f"{'model':<12} {'fault':<9} {'loss 0->end':<12} {'series per family':<40} verdict"]
+    print(lines[0], "\n" + lines[1], flush=True)
+    costs, said = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            for fault, seed in FAULTS.items():
+                start = time.perf_counter()
+                r = verdict(name, seed, stream, vocab, args.steps, Path(tmp) / f"{name}-{fault}")
+                lines.append(row(name, fault, r) + f"  [{time.perf_counter() - start:.0f}s]")
+                said.setdefault(name, Counter()).update(r["said"])
+                print(lines[-1], flush=True)
+            costs[name] = cost(name, stream, vocab, args.cost_steps, Path(tmp), args.rounds)
+    lines += ["", f"cost: steps/s with Diagnostics() over without, steps {TIMED_MARGIN}-{args.cost_steps - TIMED_MARGIN} "
+              f"of {args.cost_steps} (no recording step among them), median of {args.rounds} rounds, each pair in turn"]
+    lines += [f"  {name:<12} {ratio:.3f}x" for name, ratio in costs.items()]
+    lines += ["", "what the callback said (warnings, over the four runs):"]
+    lines += [f"  {name}: {text}" for name, texts in said.items() for text in texts]
+    print("\n".join(lines[-(len(costs) + 3 + sum(len(t) for t in said.values())):]))
+    if args.out is not None:
+        args.out.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -30,7 +30,8 @@ def layer_stats(model: torch.nn.Module, idx: torch.Tensor) -> list[dict[str, Any
     it), in module-tree order, without touching BatchNorm's running statistics."""
     catalog = Catalog.of(model)
     recorder = Recorder()
-    recorder.attach([(name, catalog.modules[name]) for name in catalog.kinds], Want(inputs=True, outputs=True))
+    for name in catalog.kinds:
+        recorder.attach([(name, catalog.modules[name])], Want(inputs=True, outputs=True), catalog.extracts.get(name))
     try:
         with buffers_kept(model):
             model(idx)
