@@ -9,7 +9,7 @@ never collides with a project's own `callbacks` module:
 `Diagnostics` owns one schedule (scalars, histograms, figures) and runs probes on it:
 `Activations`, `Gradients`, `UpdateRatios`, `Attention`, `Figures`, or a `Probe` of your own
 (`Diagnostics(probes=[Gradients()])` for one alone). What to watch is found once in the module
-tree (`base.Catalog`): activations by kind (torch's by type, anyone else's by what they compute,
+tree (`catalog.Catalog`): activations by kind (torch's by type, anyone else's by what they compute,
 each kind's flat region defined once in `kinds`), normalization layers, attention modules, and
 every parameter of 2 or more dimensions. Every call of a module is its own series; names are fixed
 for the fit; NaN and inf are counted, never fatal; compiled models are recorded eagerly. Scalars go to every logger the

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
-import torch
 import torch.nn as nn
 
-from .base import Catalog, Numbering, Want, activation_summary
+from .base import Numbering, Want, activation_summary
+from .catalog import Catalog
 from .kinds import SATURATION_THRESHOLD, finite_part, std
 from .probe import ModuleProbe, Step, histogram
 from .schedule import Due
 from .tags import (
-    ACT, FIGURES, GRAD, GRAD_DATA_RATIO, HISTOGRAM_BINS, NORM, PREACT, UPDATE_RATIO, WEIGHT_GRAD, tag,
+    ACT, FIGURES, GRAD, GRAD_DATA_RATIO, NORM, PREACT, UPDATE_RATIO, WEIGHT_GRAD, tag,
 )
 
 

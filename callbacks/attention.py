@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 from lightning.pytorch.utilities import rank_zero_warn
 
-from .base import Catalog, Want
+from .base import Want
+from .catalog import Catalog
 from .kinds import finite_part, std
 from .probe import ModuleProbe, Step, histogram
 from .schedule import Due

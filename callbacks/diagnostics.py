@@ -10,7 +10,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from .base import Catalog, Recorder, check_units, weight_matrices
+from .base import Recorder
+from .catalog import Catalog, check_units, weight_matrices
 from .kinds import check_kinds
 from .probe import Probe, Step
 from .schedule import Schedule

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import math
 
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
-import torch
 import torch.nn as nn
 
 from .base import Want

@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 from lightning.pytorch.utilities import rank_zero_warn
 
-from .base import Catalog, Key, Numbering, Recorder, Want, check_selection, grad_data_ratio, select_modules, update_ratio
+from .base import Key, Numbering, Recorder, Want, grad_data_ratio, update_ratio
+from .catalog import Catalog, check_selection, select_modules
 from .kinds import SATURATION_THRESHOLD, FlatRule, check_threshold, finite_part, flat_rule
 from .schedule import Due, Schedule
 from .tags import HISTOGRAM_BINS

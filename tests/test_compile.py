@@ -4,13 +4,12 @@ graph takes seconds."""
 
 import csv
 import json
-from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 
-from conftest import REPO, make_cfg, read_events, run_train
+from conftest import make_cfg, read_events, run_train
 from namegen.checks import validate
 from namegen.errors import ConfigError
 from namegen.module import compile_wanted

@@ -8,7 +8,8 @@ from typing import Any, Iterator
 
 import torch
 
-from namegen.callbacks.base import Catalog, Numbering, Recorder, Want, activation_summary
+from namegen.callbacks.base import Numbering, Recorder, Want, activation_summary
+from namegen.callbacks.catalog import Catalog
 from namegen.callbacks.kinds import flat_rule
 
 

@@ -289,6 +289,6 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataMo
 
 def activation_kinds(module: torch.nn.Module) -> dict[str, str]:
     """{module path: activation kind}, for the diagnosis: a ReLU's healthy flat fraction is not a tanh's."""
-    from namegen.callbacks.base import Catalog
+    from namegen.callbacks.catalog import Catalog
 
     return Catalog.of(module).kinds
