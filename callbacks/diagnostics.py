@@ -21,6 +21,28 @@ from .tags import LOSS, NONFINITE, UNIFORM_LOSS
 LOSS_KEYS = ("train/loss", "train_loss", "loss", "train_loss_step")
 
 
+class EagerSteps:
+    """torch.compile's stance is one for the process: the recording steps of every Diagnostics in a Trainer share
+    one "force_eager", entered by the first to start recording and left by the last to finish (they finish in the
+    order they started, not nested, so each restoring the stance it found would leave it forced)."""
+
+    depth = 0
+    stance: Any = None
+
+    @classmethod
+    def enter(cls) -> None:
+        if cls.depth == 0:
+            cls.stance = torch.compiler.set_stance("force_eager")
+        cls.depth += 1
+
+    @classmethod
+    def leave(cls) -> None:
+        cls.depth -= 1
+        if cls.depth == 0:
+            cls.stance.__exit__(None, None, None)  # back to the stance before the first recording step
+            cls.stance = None
+
+
 def default_probes() -> list[Probe]:
     """Every probe: activations, gradients, update ratios, attention, figures."""
     from .activations import Activations
@@ -108,7 +130,7 @@ class Diagnostics(L.Callback):
         self.loss_key, self.output_width = loss_key, output_width
         self.uniform_loss: float | None = None
         self.catalog: Catalog | None = None
-        self.stance: Any = None  # the compiler's stance while a step records
+        self.eager = False  # this callback holds the compiler in force_eager (a step of its records)
         self.logged = True  # until a fit without a logger says otherwise
         self.recording = False  # in this process: rank zero of a fit with a logger
         self.matrices: list = []
@@ -176,7 +198,8 @@ class Diagnostics(L.Callback):
         # a compiled model runs its original modules with their hooks (Dynamo would skip hooks added after it
         # compiled); restored when the step ends. The step's numbers are the eager model's, which compiled
         # kernels match within float rounding
-        self.stance = torch.compiler.set_stance("force_eager")
+        EagerSteps.enter()
+        self.eager = True
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
         current = self.current
@@ -242,9 +265,9 @@ class Diagnostics(L.Callback):
         if self.current is not None:
             self.current.recorder.remove()
             self.current = None
-        if self.stance is not None:
-            self.stance.__exit__(None, None, None)  # back to the stance before the step
-            self.stance = None
+        if self.eager:
+            EagerSteps.leave()
+            self.eager = False
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.finish()

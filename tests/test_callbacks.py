@@ -439,7 +439,7 @@ def test_without_a_logger_the_callbacks_do_nothing_and_the_run_completes(tmp_pat
                  Diagnostics(1, None, None, [UpdateRatios()]), Diagnostics(1, None, 1, [Figures()]), diagnostics], tmp_path,
         max_steps=2, loggers=False)
     assert not list(tmp_path.glob("events.out.tfevents.*"))
-    assert diagnostics.current is None and diagnostics.stance is None  # never recorded, never forced eager
+    assert diagnostics.current is None and not diagnostics.eager  # never recorded, never forced eager
 
 
 @pytest.mark.parametrize("make,match", [

@@ -57,14 +57,17 @@ def test_a_users_compiled_model_is_recorded_on_every_scalar_step_as_eager_and_wi
     from lightning.pytorch.loggers import TensorBoardLogger
     from torch.utils.data import DataLoader
 
-    from namegen.callbacks import Diagnostics
+    from namegen.callbacks import Activations, Diagnostics, Gradients, UpdateRatios
 
     x, y = torch.randn(8, 4, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    torch.compiler.reset()  # Dynamo's per-function recompile limit, spent by earlier tests on nn.Sequential
     scalars, modules = {}, {}
     for name in ("eager", "compiled"):
         modules[name] = module = Compiled(name == "compiled")
         trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=8, enable_checkpointing=False,
-                            callbacks=[Diagnostics(3, 3, 7)],
+                            # two callbacks, whose recording steps overlap: the compiler's stance is shared
+                            callbacks=[Diagnostics(3, 3, None, [Activations(), Gradients()]),
+                                       Diagnostics(3, None, None, [UpdateRatios()])],
                             logger=TensorBoardLogger(tmp_path / name, name="", version=""), enable_progress_bar=False,
                             enable_model_summary=False, limit_val_batches=0)
         trainer.fit(module, train_dataloaders=DataLoader([(x, y)] * 9, batch_size=None))
@@ -77,8 +80,12 @@ def test_a_users_compiled_model_is_recorded_on_every_scalar_step_as_eager_and_wi
     for tag, points in eager.items():
         assert compiled[tag] == pytest.approx(points, rel=1e-4, abs=1e-6), tag
     # the 4 steps that record nothing (1, 2, 4, 5) ran compiled: 4 eager runs fewer (the others: the 4 recording
-    # steps, and Diagnostics trying the parameter-free Note on a probe tensor at fit start, in both runs)
+    # steps, and each Diagnostics trying the parameter-free Note on a probe tensor at fit start, in both runs)
     assert len(modules["compiled"].eager) == len(modules["eager"].eager) - 4
+    # and the fit left the compiler as it found it: the compiled model runs compiled
+    before = len(modules["compiled"].eager)
+    modules["compiled"].model(x)
+    assert len(modules["compiled"].eager) == before
 
 
 def test_no_orig_mod_in_checkpoints_tags_csv_columns_or_names(tmp_path):

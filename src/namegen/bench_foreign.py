@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
               f"of {args.cost_steps} (no recording step among them), median of {args.rounds} rounds, each pair in turn"]
     lines += [f"  {name:<12} {ratio:.3f}x" for name, ratio in costs.items()]
     lines += ["", "what the callback said (warnings, over the four runs):"]
-    lines += [f"  {name}: {text}" for name, texts in said.items() for text in texts]
+    lines += [f"  {name}: {text}" for name, texts in said.items() for text in texts] or ["  (nothing)"]
     print("\n".join(lines[-(len(costs) + 3 + sum(len(t) for t in said.values())):]))
     if args.out is not None:
         args.out.write_text("\n".join(lines) + "\n")
