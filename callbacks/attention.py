@@ -29,7 +29,8 @@ def mha_logits(module: nn.MultiheadAttention, args: tuple, kwargs: dict) -> torc
         wq, wk = module.in_proj_weight[:E], module.in_proj_weight[E:2 * E]
     else:
         wq, wk = module.q_proj_weight, module.k_proj_weight
-    bq, bk = (module.in_proj_bias[:E], module.in_proj_bias[E:2 * E]) if module.in_proj_bias is not None else (None, None)
+    bias = module.in_proj_bias
+    bq, bk = (bias[:E], bias[E:2 * E]) if bias is not None else (None, None)
     with torch.no_grad():
         if q.dim() == 2:  # unbatched (L, E)
             q, k = q.unsqueeze(0), k.unsqueeze(0)

@@ -100,7 +100,8 @@ class Catalog:
 # torch layers that apply an activation *function* (activation="gelu") between two of their modules: the function's
 # input is the first module's output. Recorded as `<layer>.activation`, hooked on that module (no gradient: the
 # function's output is not a module's, so no hook can reach its gradient)
-FUNCTIONAL = {nn.TransformerEncoderLayer: ("linear1", "activation"), nn.TransformerDecoderLayer: ("linear1", "activation")}
+FUNCTIONAL = {nn.TransformerEncoderLayer: ("linear1", "activation"),
+              nn.TransformerDecoderLayer: ("linear1", "activation")}
 
 
 def functional_activations(modules: Mapping[str, nn.Module]) -> dict[str, tuple[str, Callable]]:

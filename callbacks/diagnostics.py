@@ -254,7 +254,8 @@ class Diagnostics(L.Callback):
         return None
 
     def warn_nonfinite(self, current: Step) -> None:
-        bad = sorted((k for k in current.scalars if k.endswith("/" + NONFINITE)), key=lambda k: (not k.startswith("act/"), k))
+        bad = sorted((k for k in current.scalars if k.endswith("/" + NONFINITE)),
+                     key=lambda k: (not k.startswith("act/"), k))  # the first activation: where it started
         if bad and NONFINITE not in self.warned:
             self.warned.add(NONFINITE)
             rank_zero_warn(f"{type(self).__name__}: non-finite values from step {current.global_step} on (first: "

@@ -17,9 +17,10 @@ For each, four runs: healthy, weights x20 at init, lr x100, lr x1e-4 (faults see
 anything but healthy); the verdict is `namegen.diagnosis.diagnose` on the run's event files, with the
 activation kinds Diagnostics found; and below it, the same diagnosis given the loss Diagnostics wrote
 (`tags.LOSS`, `tags.UNIFORM_LOSS`) under the names its loss rules read today (`train/loss`, `init/loss`,
-`init/uniform_loss`): what it says once it reads the loss tags itself. Then the cost: the same healthy fit with and without Diagnostics, in
-turn in this process, timing (CPU time) only the steps that record nothing (Diagnostics' default intervals put no
-recording step in the timed window); the ratio is off/on steps per second (1.0: free).
+`init/uniform_loss`): what it says once it reads the loss tags itself. Then the cost: the same healthy fit
+with and without Diagnostics, in turn in this process, timing (CPU time) only the steps that record nothing
+(Diagnostics' default intervals put no recording step in the timed window); the ratio is steps/s with
+Diagnostics over without (1.0: free).
 """
 
 from __future__ import annotations
