@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import namegen.resolvers  # noqa: F401  registers the resolvers the config uses
-from namegen.errors import UserError
+from namegen.errors import UserError, refuse
 from namegen.results import record_failure
 
 # Hydra parses `seed=<5,000 digits>` into an int before any check of ours runs; Python's guard against slow
@@ -25,19 +25,17 @@ from namegen.results import record_failure
 sys.set_int_max_str_digits(0)
 
 log = logging.getLogger("namegen")
-USAGE_ERROR = 2
 STARTED = time.time() - 1  # folders made after this (by Hydra, for this command) may be removed on a refusal
 WATCH = "namegen-parent-watch"
 WATCH_SECONDS = 0.1  # how often a sweep worker looks for its parent: a getppid() call, free at this rate
 
 
-def refuse(cfg: DictConfig, message: str) -> None:
+def refuse_run(cfg: DictConfig, message: str) -> None:
     """A user's mistake: one line that says how to fix it, no traceback, and no stub run folder left behind."""
     run_dir = Path(cfg.run_dir)
     if run_dir.is_dir() and not any(run_dir.iterdir()) and run_dir.stat().st_ctime >= STARTED:
         run_dir.rmdir()  # the empty folder Hydra made for this command (not one the user had): nothing is lost
-    print(f"namegen: error: {message}", file=sys.stderr)
-    sys.exit(USAGE_ERROR)
+    refuse(message)
 
 
 def exit_with_parent() -> None:
@@ -59,15 +57,14 @@ def exit_with_parent() -> None:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        # namegen's Hydra callback has checked the config and the folder before Hydra made it (namegen.sweep)
-        if cfg.resume is True:
-            cfg.resume = cfg.run_dir  # this very folder, which holds the run to continue
+        # namegen's Hydra callback has checked the config and the folder before Hydra made it (namegen.sweep),
+        # resume=true as resume=<this run's folder>; training treats the two alike
         try:
             from namegen.training import train  # it checks the config again (validate): the API's callers get that too
 
             result = train(cfg)
         except UserError as e:  # what only the data shows, once read
-            refuse(cfg, str(e))
+            refuse_run(cfg, str(e))
         if result["status"] != "ok":
             sys.exit(f"namegen: run {result['status']}: {result['error']}")
         if cfg.get("logger") is not None and "tensorboard" in cfg.logger:

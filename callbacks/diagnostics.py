@@ -317,8 +317,10 @@ class Diagnostics(L.Callback):
         """The experiments of the loggers that take `kind` (histogram, image): TensorBoard's SummaryWriter and
         alike. Warns once per kind about the loggers that can't."""
         method = f"add_{kind}"
-        able = [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, method)]
-        unable = [type(lg).__name__ for lg in trainer.loggers if not hasattr(lg.experiment, method)]
+        # a logger without an experiment (one that keeps scalars only) is not asked for the others, nor warned about
+        experiments = [(lg, lg.experiment) for lg in trainer.loggers if hasattr(lg, "experiment")]
+        able = [e for _, e in experiments if hasattr(e, method)]
+        unable = [type(lg).__name__ for lg, e in experiments if not hasattr(e, method)]
         if unable and kind not in self.warned:
             self.warned.add(kind)
             rank_zero_warn(f"{type(self).__name__}: {', '.join(unable)} cannot hold {kind}s; they are skipped there "

@@ -145,7 +145,8 @@ def test_a_resumed_compiled_run_ends_bit_identical_to_an_uninterrupted_one(tmp_p
     assert curve("cut")[-1] == curve("whole")[-1]
 
 
-@pytest.mark.parametrize(("overrides", "compiles"), [([], False), (["experiment=makemore", "data.path=x"], True),
+# compile=auto is eager on this machine (namegen.module.COMPILE_AUTO: the benchmark measured compiling slower)
+@pytest.mark.parametrize(("overrides", "compiles"), [([], False), (["experiment=makemore", "data.path=x"], False),
                                                      (["compile=true"], True), (["experiment=makemore", "data.path=x",
                                                                                  "compile=false"], False)])
 def test_auto_compiles_makemore_not_the_default_run(tmp_path, overrides, compiles):
@@ -155,7 +156,8 @@ def test_auto_compiles_makemore_not_the_default_run(tmp_path, overrides, compile
 
 @pytest.mark.parametrize("value", ["yes", "1", "null"])
 def test_a_compile_value_that_is_not_auto_true_or_false_is_refused(tmp_path, value):
-    with pytest.raises(ConfigError, match=r"compile=.* must be auto \(compile long runs\), true or false"):
+    with pytest.raises(ConfigError, match=r"compile=.* must be auto \(what the benchmark measured as faster here\), "
+                                          r"true or false"):
         validate(make_cfg(tmp_path, f"compile={value}"))
 
 

@@ -1,6 +1,8 @@
 """Two runs in one process (tests, a notebook, Hydra's basic launcher) see nothing of each other."""
 
+import csv
 import logging
+import subprocess
 import runpy
 import sys
 import warnings
@@ -97,3 +99,61 @@ def test_a_sweep_aborted_in_this_process_does_not_mark_a_later_runs_hparams(tmp_
 
     train(make_cfg(tmp_path / "run", *TINY))
     assert differing_hparams(tmp_path / "run") == []
+
+
+USER_CALLBACKS = '''
+import lightning as L
+
+
+class Count(L.Callback):  # the user's own callbacks module, named as namegen's folder is
+    steps = 0
+
+    def on_train_batch_end(self, *args):
+        Count.steps += 1
+'''
+
+USER_TRAIN = '''
+import lightning as L
+import torch
+from lightning.pytorch.loggers import CSVLogger
+
+from callbacks import Count
+from namegen.callbacks import Activations, Diagnostics, Gradients
+
+
+class Net(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+torch.manual_seed(0)
+data = torch.utils.data.TensorDataset(torch.randn(64, 4), torch.randn(64, 1))
+logger = CSVLogger(".", name="logs", version=0)
+trainer = L.Trainer(max_steps=3, logger=logger, enable_progress_bar=False, enable_checkpointing=False,
+                    enable_model_summary=False,
+                    callbacks=[Count(), Diagnostics(every_n_steps=1, histogram_every_n_steps=None,
+                                                    figures_every_n_steps=None, probes=[Activations(), Gradients()])])
+trainer.fit(Net(), torch.utils.data.DataLoader(data, batch_size=16))
+print("steps", Count.steps)
+'''
+
+
+def test_a_project_with_its_own_callbacks_module_imports_namegens(tmp_path):
+    """namegen's callbacks are installed as namegen.callbacks: a user's callbacks.py beside the training script
+    (first on sys.path) is theirs, and namegen's still import and record."""
+    (tmp_path / "callbacks.py").write_text(USER_CALLBACKS)
+    (tmp_path / "train_user.py").write_text(USER_TRAIN)
+    done = subprocess.run([sys.executable, "train_user.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "steps 3" in done.stdout
+    with open(tmp_path / "logs" / "version_0" / "metrics.csv") as f:
+        header = next(csv.reader(f))
+    assert "act/00.net.1/saturation" in header and "grad/00.net.1/std" in header

@@ -18,8 +18,11 @@ def results(sweep):
 
 def test_joblib_runs_two_jobs_at_once(tmp_path):
     sweep = tmp_path / "sweep"
+    # each job trains 150 steps that sleep 0.05 s each (test_resume.Slow): 7.5 s of training whatever the load,
+    # which costs no CPU, for the two to overlap in
     result = run_train("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "init=naive,kaiming",
-                       "callbacks=minimal", "trainer.max_steps=1500", "trainer.val_check_interval=500",
+                       "callbacks=minimal", "trainer.max_steps=150", "trainer.val_check_interval=150",
+                       "+callbacks.slow._target_=test_resume.Slow", "+callbacks.slow.after=0",
                        f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = results(sweep).values()

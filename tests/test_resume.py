@@ -16,12 +16,28 @@ from pathlib import Path
 from conftest import REPO, make_cfg, read_events, run_train
 from namegen.training import train
 
-COMMAND = ["callbacks=minimal", "trainer.max_steps=2000", "trainer.val_check_interval=250", "trainer.log_every_n_steps=50"]
+COMMAND = ["callbacks=minimal", "trainer.max_steps=400", "trainer.val_check_interval=50", "trainer.log_every_n_steps=10"]
+# the run to kill trains slowly from its checkpoint at step 200 on, so the test kills it mid-run, between that
+# checkpoint and the scheduler's decay at 300 (3/4 of 400), whatever the machine's load; its resume trains at speed
+SLOW = ["+callbacks.slow._target_=test_resume.Slow", "+callbacks.slow.after=200"]
+TESTS_ON_PATH = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "tests"), os.environ.get("PYTHONPATH"))
+                                                             if p)}
+
+
+class Slow(L.Callback):
+    """Sleeps a little after each optimizer step from step `after` on: a run to be killed, still running."""
+
+    def __init__(self, after: int, seconds: float = 0.05):
+        self.after, self.seconds = after, seconds
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step > self.after:
+            time.sleep(self.seconds)
 
 
 def start(run_dir, *extra):
     return subprocess.Popen([sys.executable, str(REPO / "train.py"), *COMMAND, *extra, f"hydra.run.dir={run_dir}"],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            cwd=REPO, env=TESTS_ON_PATH, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def final_state(run_dir):
@@ -32,11 +48,11 @@ def final_state(run_dir):
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     reference = start(whole)
-    proc = start(killed)
+    proc = start(killed, *SLOW)
     last = killed / "checkpoints" / "last.ckpt"
     deadline = time.time() + 240
     step = 0
-    while step < 1000:
+    while step < 200:
         assert time.time() < deadline and proc.poll() is None, "the run ended before it could be killed"
         if last.exists():
             # atomic writes: whenever last.ckpt exists it loads whole, even while the run rewrites it
@@ -52,7 +68,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
 
     step_a, weights_a, result_a = final_state(killed)
     step_b, weights_b, result_b = final_state(whole)
-    assert step_a == step_b == 2000
+    assert step_a == step_b == 400
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
     for key in ("init_loss", "train_loss", "val_loss", "best_val_loss", "test_loss"):
@@ -60,9 +76,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     # the resumed run logged the same validation losses at the same steps as the uninterrupted one
     curve = lambda d, tag: {e.step: e.value for e in read_events(d).Scalars(tag)}  # noqa: E731
     assert curve(killed, "val/loss") == curve(whole, "val/loss")
-    # the scheduler was restored: the decay at step 1,500 (3/4 of 2,000) happened in the resumed part, on time
+    # the scheduler was restored: the decay at step 300 (3/4 of 400) happened in the resumed part, on time
     lr = curve(killed, "lr-SGD")
-    assert lr == curve(whole, "lr-SGD") and lr[1449] == pytest.approx(0.1) and lr[1549] == pytest.approx(0.01)
+    assert lr == curve(whole, "lr-SGD") and lr[299] == pytest.approx(0.1) and lr[309] == pytest.approx(0.01)
 
 
 def test_same_config_and_seed_give_bit_identical_losses(tmp_path):
@@ -102,14 +118,15 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-SWEEP = ["-m", "init=naive,kaiming", "hydra.launcher.n_jobs=2", *COMMAND[:1], "trainer.max_steps=1200",
-         "trainer.val_check_interval=250", "trainer.log_every_n_steps=50"]
+SWEEP = ["-m", "init=naive,kaiming", "hydra.launcher.n_jobs=2", *COMMAND]
 
 
 def test_sigkill_of_a_sweep_takes_its_workers_down_and_the_resumed_sweep_matches(tmp_path):
     killed, whole = tmp_path / "killed", tmp_path / "whole"
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *SWEEP, f"hydra.sweep.dir={killed}"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    reference = subprocess.Popen([sys.executable, str(REPO / "train.py"), *SWEEP, f"hydra.sweep.dir={whole}"],
+                                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # meanwhile
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *SWEEP, *SLOW, f"hydra.sweep.dir={killed}"],
+                            cwd=REPO, env=TESTS_ON_PATH, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     lasts = [killed / run / "checkpoints" / "last.ckpt" for run in ("init=naive", "init=kaiming")]
     while not all(p.exists() for p in lasts):
@@ -130,11 +147,10 @@ def test_sigkill_of_a_sweep_takes_its_workers_down_and_the_resumed_sweep_matches
     resumed = run_train(*SWEEP, "resume=true", f"hydra.sweep.dir={killed}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (killed / "multirun.yaml").read_text() == record  # the sweep's record, as it was started
-    reference = run_train(*SWEEP, f"hydra.sweep.dir={whole}")
-    assert reference.returncode == 0, reference.stderr[-3000:]
+    assert reference.wait(timeout=300) == 0, reference.stderr.read().decode()[-3000:]
     for run in ("init=naive", "init=kaiming"):
         a, b = (json.loads((d / run / "result.json").read_text()) for d in (killed, whole))
-        assert a["steps"] == b["steps"] == 1200
+        assert a["steps"] == b["steps"] == 400
         assert a["val_loss"] == b["val_loss"] and a["test_loss"] == b["test_loss"], run
 
 
@@ -167,3 +183,67 @@ def test_resume_with_gradient_accumulation_draws_the_batches_of_an_uninterrupted
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_b)
     for key in ("train_loss", "val_loss", "test_loss"):
         assert isinstance(whole[key], float) and resumed[key] == whole[key], key
+
+
+def other_filesystem(path: Path) -> Path | None:
+    """A folder on another filesystem than `path` (the tmpfs /dev/shm), or None where there is none."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) and shm.stat().st_dev != path.stat().st_dev else None
+
+
+@pytest.mark.parametrize("io, whole", [("lightning", False), ("namegen", True)])
+def test_a_save_killed_mid_write_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch, io, whole):
+    """With the system's temp folder on another filesystem, Lightning's save (an fsspec transaction) copies its
+    temporary file into last.ckpt; a kill during that copy leaves it truncated. namegen's renames a file written
+    next to it: the previous checkpoint stays whole."""
+    import shutil
+    import tempfile
+
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    from namegen.checkpoint_io import AtomicCheckpointIO
+
+    elsewhere = other_filesystem(tmp_path)
+    if elsewhere is None:
+        pytest.skip("no second filesystem to put the temp folder on")
+    scratch = Path(tempfile.mkdtemp(dir=elsewhere))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    last = tmp_path / "last.ckpt"
+    saver = AtomicCheckpointIO() if io == "namegen" else TorchCheckpointIO()
+    saver.save_checkpoint({"step": 1, "weights": torch.ones(1000)}, last)
+
+    def killed_copy(src, dst, *args, **kwargs):  # half the bytes reach dst, then the process is gone
+        data = Path(src).read_bytes()
+        Path(dst).write_bytes(data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "copyfile", killed_copy)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            saver.save_checkpoint({"step": 2, "weights": torch.zeros(1000)}, last)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if whole:
+        assert torch.load(last, weights_only=True)["step"] == 1
+    else:
+        with pytest.raises(Exception):
+            torch.load(last, weights_only=True)
+
+
+def test_a_resumed_runs_diagnosis_reads_its_earlier_steps_from_its_files(tmp_path):
+    """The diagnosis at the end of a resumed run reads the steps before the resume from the run's files (here
+    CSVLogger's, two versions) and the rest from memory: it says what an uninterrupted run's says."""
+    command = ["logger=csv", "init=naive", "norm=none", "callbacks.diagnostics.every_n_steps=10",
+               "callbacks.diagnostics.histogram_every_n_steps=null", "~callbacks.diagnostics.probes.figures",
+               "trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.num_sanity_val_steps=0",
+               "trainer.log_every_n_steps=10"]
+    whole = train(make_cfg(tmp_path / "whole", *command))
+    with pytest.raises(RuntimeError, match="interrupted at step 30"):
+        train(make_cfg(tmp_path / "killed", *command, "+callbacks.kill._target_=test_resume.Interrupt",
+                       "+callbacks.kill.at=30"))
+    resumed = train(make_cfg(tmp_path / "killed", *command, "resume=true"))
+    assert sorted(p.parent.name for p in (tmp_path / "killed").rglob("metrics.csv")) == ["version_0", "version_1"]
+    diagnosis = {name: json.loads((tmp_path / name / "diagnosis.json").read_text()) for name in ("whole", "killed")}
+    assert diagnosis["killed"] == diagnosis["whole"] and len(diagnosis["whole"]["checked"]) >= 5
+    # the saturation at step 0 is only in the first process's file
+    assert resumed["init_saturation"] == whole["init_saturation"] > 0

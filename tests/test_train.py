@@ -153,3 +153,35 @@ def test_tensorboard_opens_on_the_lesson(tmp_path):
     saturation = next(r for title, rs in lesson.items() if title.startswith("saturation") for r in rs)
     assert sorted(t for t in tags if re.search(saturation, t)) == [f"act/0{i}.model.hidden.{i}.act/saturation"
                                                                   for i in range(5)]
+
+
+def test_a_csv_run_gets_the_diagnosis_a_tensorboard_run_gets(tmp_path):
+    """The diagnosis reads what the run recorded, whichever logger wrote it: a logger=csv run and a
+    logger=tensorboard run of the same seed say the same, at the end of the run and from their files alone
+    (`namegen diagnose`), with every rule that reads the diagnostics' tags applying (naive init saturates)."""
+    from namegen.diagnosis import diagnose_run
+
+    overrides = ("init=naive", "norm=none", "callbacks.diagnostics.every_n_steps=10",
+                 "callbacks.diagnostics.histogram_every_n_steps=null", "~callbacks.diagnostics.probes.figures", *FAST)
+    results = {name: train(make_cfg(tmp_path / name, f"logger={name}", *overrides)) for name in ("csv", "tensorboard")}
+    assert not list((tmp_path / "csv").glob("events.out.tfevents.*"))  # the csv run wrote no event file to read
+    written = {name: json.loads((tmp_path / name / "diagnosis.json").read_text()) for name in results}
+    read_back = {name: diagnose_run(tmp_path / name).to_dict() for name in results}
+    assert written["csv"] == written["tensorboard"] == read_back["csv"] == read_back["tensorboard"]
+    assert len(written["csv"]["checked"]) >= 5, written["csv"]["checked"]  # not the 2 rules of a run without scalars
+    assert results["csv"]["health"] == results["tensorboard"]["health"] != "healthy"
+    assert results["csv"]["final_saturation"] == results["tensorboard"]["final_saturation"] > 0
+    assert read_events(tmp_path / "tensorboard").Tags()["images"] == []  # one override turned every figure off
+
+
+def test_the_checkpoint_callback_keeps_lightnings_state_key_computed_once():
+    """Its key is Lightning's string (checkpoints written with Lightning's class restore alike), read from a cache:
+    Lightning asks for it at every hook call."""
+    from lightning.pytorch.callbacks import ModelCheckpoint as Lightnings
+
+    from namegen.checkpoint_io import ModelCheckpoint
+
+    args = dict(dirpath="ckpts", filename="best", monitor="val/loss", mode="min", save_last=True)
+    ours = ModelCheckpoint(**args)
+    assert ours.state_key == Lightnings(**args).state_key
+    assert ours.__dict__["state_key"] is ours.state_key  # computed once, then read

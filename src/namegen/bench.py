@@ -10,13 +10,17 @@
 
 throughput: each round runs every contender once, in turn, in this one process (so
 the machine's noise hits them alike); the report gives each one's median steps/s and
-the median of the per-round ratios. Only training steps are timed: not setup, not validation.
+the median of the per-round ratios. Only training steps are timed (CPU time): not setup, not validation.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +34,6 @@ from hydra.utils import instantiate
 
 from namegen.data import CharDataModule, RandomBatches
 from namegen.model import MLP, MLPConfig, initialize
-
 from namegen.training import build, validate
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -50,10 +53,10 @@ def plain_loop(
     opt = (optimizer or (lambda params: torch.optim.SGD(params, lr=lr)))(model.parameters())
     forward = torch.compile(model) if compiled else model  # compiles on the first steps, inside the warm-up
     x, y, g = dm.x["train"], dm.y["train"], torch.Generator().manual_seed(seed)
-    start = time.perf_counter()
+    start = step_clock()
     for step in range(steps):
         if step == WARMUP:
-            start = time.perf_counter()
+            start = step_clock()
         if step == int(decay_at * steps):
             for group in opt.param_groups:
                 group["lr"] *= 0.1
@@ -62,13 +65,15 @@ def plain_loop(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    rate = (steps - WARMUP) / (time.perf_counter() - start)
+    rate = (steps - WARMUP) / (step_clock() - start)
     with torch.no_grad():
         val = F.cross_entropy(model.eval()(dm.x["val"]), dm.y["val"]).item()
     return rate, val
 
 
 WARMUP = 200  # steps before the clock starts: allocator and caches warm up
+# the steps' clock: this process's CPU time (every contender has 1 torch thread), not the wall's: a shared machine's
+step_clock = time.process_time  # other processes (which swung the ratios from 0.87x to 1.10x) do not count
 
 
 class StepTimer(L.Callback):
@@ -81,9 +86,9 @@ class StepTimer(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == WARMUP:
-            self.start = time.perf_counter()
+            self.start = step_clock()
         elif trainer.global_step == trainer.max_steps - 1:
-            self.end = time.perf_counter()
+            self.end = step_clock()
             self.steps = trainer.global_step
 
     def steps_per_sec(self) -> float:
@@ -150,6 +155,11 @@ def compare(contenders: dict[str, Callable[[], float]], rounds: int, baseline: s
     }
 
 
+def print_table(table: dict[str, dict[str, float]], baseline: str) -> None:
+    print(f"\n| contender | steps/s (median) | ratio to {baseline} (median) |\n|---|---|---|")
+    print("\n".join(f"| {name} | {row['steps_per_sec']:.0f} | {row['ratio']:.2f}x |" for name, row in table.items()) + "\n")
+
+
 def compose_cfg(overrides: list[str]):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=overrides)
@@ -176,20 +186,23 @@ def bench_throughput(args: argparse.Namespace) -> None:
         "namegen, diagnostics on, compiled": lambda: namegen_run([*common, "callbacks=default", "compile=true"],
                                                                  out / "default_compiled", args.steps),
     }, args.rounds, baseline="plain PyTorch loop")
-    print("\n| contender | steps/s (median) | ratio to plain loop (median) |\n|---|---|---|")
-    for name, row in table.items():
-        print(f"| {name} | {row['steps_per_sec']:.0f} | {row['ratio']:.2f}x |")
-    print()
+    print_table(table, "plain loop")
     for a, b in (("namegen, diagnostics off", "bare Lightning Trainer"),
                  ("namegen, diagnostics on", "namegen, diagnostics off"),
                  ("namegen, diagnostics on, compiled", "namegen, diagnostics off, compiled"),
                  ("namegen, diagnostics off, compiled", "namegen, diagnostics off")):
         print(f"{a} / {b}: {table[a]['ratio'] / table[b]['ratio']:.2f}x")
+    from namegen.module import COMPILE_AUTO
+
+    faster = table["namegen, diagnostics off, compiled"]["ratio"] > table["namegen, diagnostics off"]["ratio"]
+    auto = "eager" if COMPILE_AUTO["min_steps"] is None else f"compiled from {COMPILE_AUTO['min_steps']:,} steps"
+    print(f"compile=auto picks {auto} (namegen.module.COMPILE_AUTO); this run measured "
+          f"{'compiled' if faster else 'eager'} as faster")
     print("\nplain PyTorch loop: makemore's, torch's default SGD. plain loop, namegen's optimizer: the same loop with"
           f" namegen's configured optimizer ({namegen_optimizer.func.__name__}, {namegen_optimizer.keywords}).\n"
           "bare Lightning Trainer: the model in a LightningModule with nothing else, no logger, no callbacks.\n"
           "namegen: the real training path (build() from the config), checkpointing, LR monitor and progress bar on;\n"
-          "compiled: compile=true, what compile=auto picks for a long run (the compile itself falls in the warm-up;"
+          "compiled: compile=true (the compile itself falls in the warm-up;"
           " python -m namegen.bench compile measures it).")
 
 
@@ -245,9 +258,6 @@ print(time.perf_counter() - start)
 
 def first_compiled_step(norm: str, cache: Path) -> float:
     """Seconds of the first compiled training step (forward and backward) of a fresh process, kernel cache in `cache`."""
-    import os
-    import subprocess
-    import sys
 
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
     out = subprocess.run([sys.executable, "-c", FIRST_COMPILED_STEP, norm], env=env, check=True, capture_output=True,
@@ -256,17 +266,14 @@ def first_compiled_step(norm: str, cache: Path) -> float:
 
 
 def bench_compile(args: argparse.Namespace) -> None:
-    """What torch.compile costs and saves here, and so where compile=auto's cutoff lies.
+    """What torch.compile costs and saves here: what compile=auto (namegen.module.COMPILE_AUTO) is set from.
 
     The cold start is the first compiled step of a fresh process: with an empty kernel cache (a machine's first
     compiled run) and with the cache that run left behind (every later run with the same net, sweep jobs
     included). The saving per step is eager against compiled, plain loop and namegen, interleaved.
     """
-    import tempfile
+    from namegen.module import COMPILE_AUTO
 
-    from namegen.module import COMPILE_MIN_STEPS
-
-    default_steps = compose_cfg([]).trainer.max_steps
     with tempfile.TemporaryDirectory() as cache:
         cold = first_compiled_step(args.norm, Path(cache))
         warm = first_compiled_step(args.norm, Path(cache))
@@ -282,22 +289,17 @@ def bench_compile(args: argparse.Namespace) -> None:
         "namegen, eager": lambda: namegen_run([*common, "compile=false"], out / "eager", args.steps),
         "namegen, compiled": lambda: namegen_run([*common, "compile=true"], out / "compiled", args.steps),
     }, args.rounds, baseline="plain loop, eager")
-    print("\n| contender | steps/s (median) | ratio to the eager plain loop (median) |\n|---|---|---|")
-    for name, row in table.items():
-        print(f"| {name} | {row['steps_per_sec']:.0f} | {row['ratio']:.2f}x |")
+    print_table(table, "the eager plain loop")
     eager = table["namegen, eager"]["steps_per_sec"]
     gain = table["namegen, compiled"]["ratio"] / table["namegen, eager"]["ratio"]  # of the per-round ratios: robust
     compiled = eager * gain
     saved = 1 / eager - 1 / compiled  # seconds per step
     print(f"\nnamegen compiled / eager: {gain:.2f}x; {saved * 1e6:.0f} us saved per step")
+    auto = COMPILE_AUTO["min_steps"]
+    print(f"compile=auto compiles {'no run' if auto is None else f'runs from {auto:,} steps'} "
+          f"(namegen.module.COMPILE_AUTO: {COMPILE_AUTO['measured']})")
     if saved > 0:
-        print(f"break-even run length: {cold / saved:,.0f} steps (empty cache), {warm / saved:,.0f} steps (warm cache);"
-              f" compile=auto compiles from {COMPILE_MIN_STEPS:,} steps")
-    job = default_steps / eager
-    print(f"a default run ({default_steps:,} steps, {job:.0f} s of training steps here) compiled would spend "
-          f"{cold / (cold + default_steps / compiled):.0%} (empty cache) or {warm / (warm + default_steps / compiled):.0%}"
-          f" (warm) of its training time compiling, and end {cold + default_steps / compiled - job:+.0f} s / "
-          f"{warm + default_steps / compiled - job:+.0f} s later: compile=auto leaves it eager")
+        print(f"break-even run length: {cold / saved:,.0f} steps (empty cache), {warm / saved:,.0f} steps (warm cache)")
 
 
 def bench_quality(args: argparse.Namespace) -> None:
@@ -326,8 +328,6 @@ def bench_quality(args: argparse.Namespace) -> None:
 
 def bench_sweep(args: argparse.Namespace) -> None:
     """The default 2x2 sweep, parallel (the default joblib launcher) against one job at a time."""
-    import subprocess
-    import sys
 
     train_py = CONF_DIR.parent / "train.py"
     times = {}
@@ -343,9 +343,6 @@ def bench_sweep(args: argparse.Namespace) -> None:
 
 def bench_commands(args: argparse.Namespace) -> None:
     """How long a user waits: namegen's commands against `python -c "import torch"`, interleaved, median of rounds."""
-    import shutil
-    import subprocess
-    import sys
 
     from namegen.training import train
 

@@ -48,30 +48,14 @@ CHARTS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
-def layout(tags: Iterable[str], charts: Mapping[str, Mapping[str, tuple[str, ...]]] = CHARTS):
-    """The Custom Scalars layout of the charts that have data among `tags`."""
-    from tensorboard.plugins.custom_scalar import layout_pb2
-
+def layout(tags: Iterable[str], charts: Mapping[str, Mapping[str, tuple[str, ...]]] = CHARTS) -> dict[str, Any]:
+    """The Custom Scalars layout of the charts that have data among `tags`, as `SummaryWriter.add_custom_scalars`
+    takes it: {category: {chart: ["Multiline", [tag regexes]]}}."""
     tags = set(tags)
-    categories = []
-    for title, entries in charts.items():
-        shown = [layout_pb2.Chart(title=chart, multiline=layout_pb2.MultilineChartContent(tag=list(regexes)))
-                 for chart, regexes in entries.items()
-                 if any(re.search(regex, tag) for regex in regexes for tag in tags)]
-        if shown:
-            categories.append(layout_pb2.Category(title=title, chart=shown))
-    return layout_pb2.Layout(category=categories)
-
-
-def layout_summary(serialized: bytes):
-    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
-    from tensorboard.compat.proto.tensor_pb2 import TensorProto
-    from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
-    from tensorboard.plugins.custom_scalar import metadata
-
-    tensor = TensorProto(dtype="DT_STRING", string_val=[serialized], tensor_shape=TensorShapeProto())
-    meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME))
-    return Summary(value=[Summary.Value(tag=metadata.CONFIG_SUMMARY_TAG, tensor=tensor, metadata=meta)])
+    shown = {title: {chart: ["Multiline", list(regexes)] for chart, regexes in entries.items()
+                     if any(re.search(regex, tag) for regex in regexes for tag in tags)}
+             for title, entries in charts.items()}
+    return {title: entries for title, entries in shown.items() if entries}
 
 
 # -- HParams ------------------------------------------------------------------------------------------------------
@@ -92,23 +76,23 @@ def hparams_start(tb: Any, values: Mapping[str, Any], swept: Iterable[str]) -> N
     in `values`; then the `METRICS` columns. TensorBoard's table shows five hyperparameters, whatever their
     values: constant ones would push the losses out of sight (the whole record is the run's hparams.yaml)."""
     from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+    from torch.utils.tensorboard.summary import hparams
 
     differ = set(swept)
     values = {k: v for k, v in values.items() if k in differ} or values
+    # The experiment record by hand: torch's `hparams` writes one too, but with neither the `differs` flag (which
+    # hyperparameters a sweep varies) nor the metrics' display names
     infos = [api_pb2.HParamInfo(name=name, type=value_type(value), differs=name in differ)
              for name, value in values.items()]
     metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=shown) for tag, shown in METRICS.items()]
-    start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
-    for name, value in values.items():
-        field = {api_pb2.DATA_TYPE_BOOL: "bool_value", api_pb2.DATA_TYPE_FLOAT64: "number_value"}.get(
-            value_type(value), "string_value")
-        setattr(start.hparams[name], field, value)
     write_hparams_data(tb, plugin_data_pb2.HParamsPluginData(
         experiment=api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics)))
-    write_hparams_data(tb, plugin_data_pb2.HParamsPluginData(session_start_info=start))
+    _, start, _ = hparams(dict(values), dict.fromkeys(METRICS, 0.0))  # the run's values, typed by torch
+    tb.experiment.file_writer.add_summary(start)
 
 
 def hparams_end(tb: Any, ok: bool) -> None:
+    # by hand: torch's `hparams` only writes a session end of STATUS_SUCCESS, and a diverged run's is a failure
     from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
     end = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS if ok else api_pb2.STATUS_FAILURE,
@@ -121,17 +105,15 @@ def write_hparams_data(tb: Any, data) -> None:
     from tensorboard.compat.proto.summary_pb2 import Summary
     from tensorboard.plugins.hparams import metadata
 
-    tag = {"experiment": metadata.EXPERIMENT_TAG, "session_start_info": metadata.SESSION_START_INFO_TAG,
-           "session_end_info": metadata.SESSION_END_INFO_TAG}[data.WhichOneof("data")]
+    tag = {"experiment": metadata.EXPERIMENT_TAG, "session_end_info": metadata.SESSION_END_INFO_TAG}[data.WhichOneof("data")]
     value = Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(data), tensor=metadata.NULL_TENSOR)
     tb.experiment.file_writer.add_summary(Summary(value=[value]))
 
 
 def value_type(value: Any) -> int:
+    """The type torch's `hparams` gives the value (`training.hparams` makes integers and booleans text)."""
     from tensorboard.plugins.hparams import api_pb2
 
-    if isinstance(value, bool):
-        return api_pb2.DATA_TYPE_BOOL
     return api_pb2.DATA_TYPE_FLOAT64 if isinstance(value, (int, float)) else api_pb2.DATA_TYPE_STRING
 
 

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-USAGE_ERROR = 2  # argparse's own code for a bad command line; every user mistake uses it
+from namegen.errors import USAGE_ERROR, refusal
 
 
 def integer(text: str) -> int:
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except UserError as e:
-        print(f"namegen: error: {e}", file=sys.stderr)
+        print(refusal(str(e)), file=sys.stderr)
         return USAGE_ERROR
     except BrokenPipeError:  # `namegen sample ... | head`: the reader has what it wanted
         sys.stderr.close()

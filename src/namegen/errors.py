@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import Any, NoReturn
+
+USAGE_ERROR = 2  # argparse's own exit code for a bad command line; every user mistake exits with it
 
 
 class UserError(ValueError):
@@ -27,3 +30,14 @@ def shown(value: Any) -> str:
     """A value as the user typed it, cut short: a 5,000-digit seed or a 300-character folder is named, not printed."""
     text = repr(value)
     return text if len(text) <= 160 else f"{text[:40]}...{text[-20:]} ({len(text)} characters)"
+
+
+def refusal(message: str) -> str:
+    """The one line a user's mistake prints on stderr."""
+    return f"namegen: error: {message}"
+
+
+def refuse(message: str) -> NoReturn:
+    """Print the mistake's line and exit with USAGE_ERROR: no traceback."""
+    print(refusal(message), file=sys.stderr)
+    sys.exit(USAGE_ERROR)

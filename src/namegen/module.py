@@ -23,19 +23,21 @@ from namegen.stats import buffers_kept, format_layer_stats, layer_stats
 
 log = logging.getLogger(__name__)
 
-# compile=auto compiles a run of at least this many steps. Measured (python -m namegen.bench compile, README
-# Throughput): a compiled step of the MLP saves ~6% of namegen's step (Lightning's per-step machinery is not
-# compiled); the first compiled step costs 3,000-20,000 eager steps' time (a warm or an empty kernel cache).
-# Break-even: ~55k-130k steps with a warm cache, ~360k-430k with an empty one. The default 20k-step run stays
-# eager (its sweep must not get slower); makemore's 200k compile, which pays once the cache is warm.
-COMPILE_MIN_STEPS = 100_000
+# What compile=auto picks, as measured here, with the measurement: compile runs of at least `min_steps` optimizer
+# steps, or None for none. Set from `python -m namegen.bench compile` (its "namegen compiled / eager" line) and
+# `bench throughput`; rerun them on another machine and set it from what they print there.
+COMPILE_AUTO = {
+    "min_steps": None,
+    "measured": "namegen's compiled step ran at 0.94x its eager one (bench throughput: 0.55x vs 0.58x of the plain "
+                "loop, diagnostics off): compiling saves nothing per step here, so no run pays back its cold start",
+}
 PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})  # values nn.Module never registers
 
 
 def compile_wanted(setting: str | bool, max_steps: int) -> bool:
-    """What `compile` (auto, true or false) means for a run of `max_steps` optimizer steps."""
+    """What `compile` (auto, true or false) means for a run of `max_steps` optimizer steps (auto: `COMPILE_AUTO`)."""
     if setting == "auto":
-        return max_steps >= COMPILE_MIN_STEPS
+        return COMPILE_AUTO["min_steps"] is not None and max_steps >= COMPILE_AUTO["min_steps"]
     return setting
 
 
@@ -49,23 +51,12 @@ def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class DivergedError(RuntimeError):
-    """The loss stopped being finite or exploded at `step`. The message names the step and each layer's state.
+    """The loss stopped being finite or exploded at `step`, before that step's update. The message names the step
+    and each layer's state; `layer` is the first layer whose statistics went non-finite."""
 
-    `read_at` is the step at which the loss was read (see `NameGen.reads_loss_at`): `step` itself where
-    reading costs nothing, so the layers' state is the one that produced the bad loss and `layer` the first
-    whose statistics went non-finite; a later step otherwise, after the bad steps' updates have spread
-    non-finite weights through every layer, so no layer is named.
-    """
-
-    def __init__(self, step: int, loss: float, report: str, layer: str | None = None, read_at: int | None = None):
-        self.step, self.layer, self.read_at = step, layer, step if read_at is None else read_at
-        if self.read_at == step:
-            where = f"at step {step}\nper-layer statistics at that step:"
-        else:
-            where = (f"at step {step} (read at step {self.read_at}: on an accelerator or across processes the loss "
-                     f"is read on logging steps and before validations and checkpoints)\n"
-                     f"per-layer statistics at step {self.read_at}:")
-        super().__init__(f"loss became {loss:.4g} {where}\n{report}")
+    def __init__(self, step: int, loss: float, report: str, layer: str | None = None):
+        self.step, self.layer = step, layer
+        super().__init__(f"loss became {loss:.4g} at step {step}\nper-layer statistics at that step:\n{report}")
 
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -126,9 +117,6 @@ class NameGen(L.LightningModule):
         # registered as a submodule and no `_orig_mod.` key reaches a state dict. torch.compile is lazy: the
         # first call compiles (and may fail, see step_model).
         self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = torch.compile(self.model.forward) if compile else None
-        # (step, loss, inputs) of the steps whose loss the divergence check has not read yet: a plain list, as
-        # setting a module attribute every step would cost more than the check
-        self.unread: list[tuple[int, torch.Tensor, torch.Tensor]] = []
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning records the running hook's name on the module about 44 times a step, and nn.Module.__setattr__
@@ -185,61 +173,28 @@ class NameGen(L.LightningModule):
         """Whether Lightning writes what `self.log` receives on this step: its logging steps, and the final step."""
         return (step + 1) % self.trainer.log_every_n_steps == 0 or step + 1 == self.trainer.max_steps
 
-    def reads_loss_at(self, step: int) -> bool:
-        """Whether the divergence check reads the loss on this step: every step where that costs nothing (on the
-        CPU, in one process); else only Lightning's logging steps, which read it anyway, since on an accelerator
-        a read waits for the device and across processes a decision takes a collective. (The losses are read
-        before every validation and checkpoint too, so no checkpoint holds diverged weights.)"""
-        return (self.device.type == "cpu" and self.trainer.world_size == 1) or self.lightning_logs_at(step)
-
     def check_diverged(self, loss: torch.Tensor, x: torch.Tensor) -> None:
-        """Keep this step's loss; on the steps that read it, raise `DivergedError` if a loss kept so far stopped
-        being finite or exploded (where every step reads, at the step it happens, before its update)."""
-        step = self.global_step
-        self.unread.append((step, loss.detach(), x))
-        if self.reads_loss_at(step):
-            self.read_losses(before_update=True)
-
-    def read_losses(self, before_update: bool = False) -> None:
-        """Raise `DivergedError` naming the first unread step whose loss is non-finite or above the limit.
-
-        One read for all of them (and one all-gather across processes, so all stop together: the report's
-        forward pass syncs BatchNorm across them). `before_update`: the last unread step's update is not applied yet.
-        """
-        if not self.unread:
-            return
-        steps, losses, inputs = zip(*self.unread)
-        self.unread.clear()
+        """Raise `DivergedError` if this step's loss is non-finite or above `diverge_factor` times the initial loss,
+        before its update: the run stops at the first bad step, with the layers' state that produced it, and no
+        checkpoint after it. One read of the loss a step (on the CPU it costs nothing; on an accelerator it waits
+        for the device); across processes one all-gather, so all of them stop together."""
         if self.trainer.world_size > 1:
-            rows = self.all_gather(torch.stack(losses)).view(-1, len(steps)).tolist()
-        else:  # a single loss (every step on the CPU) is read without stacking it
-            rows = [[losses[0].item()] if len(losses) == 1 else torch.stack(losses).tolist()]
+            losses = self.all_gather(loss.detach()).flatten().tolist()
+        else:
+            losses = [loss.item()]
         limit = self.hparams.diverge_factor * self.init_loss if self.init_loss is not None else math.inf
-        bad = [(i, v) for row in rows for i, v in enumerate(row) if not math.isfinite(v) or v > limit]
-        if not bad:
+        bad = next((v for v in losses if not math.isfinite(v) or v > limit), None)
+        if bad is None:
             return
-        index, value = min(bad, key=lambda b: b[0])  # the earliest step at which any process's loss went bad
-        stats = layer_stats(self, inputs[-1])  # names as the diagnostics' tags have them: model.hidden.0.act, ...
-        at_bad_step = before_update and index == len(steps) - 1
-        first_bad = next((s["name"] for s in stats if not all(math.isfinite(v) for k, v in s.items() if k != "name")),
-                         None) if at_bad_step else None
-        raise DivergedError(steps[index], value, format_layer_stats(stats), first_bad,
-                            read_at=steps[-1] if before_update else self.global_step)
+        stats = layer_stats(self, x)  # names as the diagnostics' tags have them: model.hidden.0.act, ...
+        first = next((s["name"] for s in stats if not all(math.isfinite(v) for k, v in s.items() if k != "name")), None)
+        raise DivergedError(self.global_step, bad, format_layer_stats(stats), first)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self.log("val/loss", loss_fn(self.model(batch[0]), batch[1]), prog_bar=True, batch_size=len(batch[1]))
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self.log("test/loss", loss_fn(self.model(batch[0]), batch[1]), batch_size=len(batch[1]))
-
-    def on_fit_start(self) -> None:
-        self.unread.clear()
-
-    def on_validation_start(self) -> None:
-        self.read_losses()
-
-    def on_train_end(self) -> None:
-        self.read_losses()
 
     def on_train_start(self) -> None:
         datamodule = self.trainer.datamodule
@@ -291,7 +246,6 @@ class NameGen(L.LightningModule):
     # -- checkpoints -------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.read_losses()  # never a checkpoint of diverged weights
         # Plain types only, so checkpoints load with torch.load(weights_only=True).
         checkpoint[CHECKPOINT_KEY] = {"version": CHECKPOINT_VERSION, "init_loss": self.init_loss}
 

@@ -24,11 +24,10 @@ from omegaconf import DictConfig, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from namegen.board import how_to_open
-from namegen.errors import UserError, shown
+from namegen.errors import UserError, refuse, shown
 from namegen.resolvers import SWEPT_KEYS_ENV, announce_sweep
 from namegen.results import is_run, read_result, run_folders, write_atomic
 
-USAGE_ERROR = 2
 MULTIRUN_RECORD = "multirun.yaml"  # the sweep's config, as Hydra's sweeper writes it
 
 # (column, result.json key, format); the summary's columns in order
@@ -78,11 +77,6 @@ def write_summary(sweep_dir: Path, runs: list[tuple[str, dict[str, Any]]] | None
     table = markdown_table(*summary_rows(runs))
     (sweep_dir / "summary.md").write_text(f"# Sweep summary: {sweep_dir}\n\n{table}")
     return table
-
-
-def refuse(message: str) -> None:
-    print(f"namegen: error: {message}", file=sys.stderr)
-    sys.exit(USAGE_ERROR)
 
 
 def task_config(config: DictConfig, run_dir: str) -> DictConfig:

@@ -29,8 +29,9 @@ from namegen.errors import ConfigError, UserError
 from namegen.diagnosis import diagnose, write_diagnosis
 from namegen.diagnosis.config import RunConfig
 from namegen.diagnosis.render import TEXT_TAG
-from namegen.events import mean_saturation, read_scalars
-from namegen.results import DATA_RECORD, EVENT_GLOB, RECORD, RESULT_FILE, RESUMES, write_atomic, write_result
+from namegen.events import Scalars, continued, mean_saturation, read_scalars
+from namegen.loggers import MemoryLogger
+from namegen.results import DATA_RECORD, RECORD, RESULT_FILE, RESUMES, write_atomic, write_result
 from namegen.module import CHECKPOINT_KEY, CHECKPOINT_VERSION, DivergedError, NameGen, compile_wanted
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,10 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, NameGen, L.Trainer]:
     module = NameGen(model, datamodule.vocab.to_list(), optimizer=container(cfg.optim.optimizer),
                      scheduler=container(cfg.optim.get("scheduler")), init=container(cfg.init), compile=compiled)
     loggers = cfg.get("logger")  # name -> logger (conf/logger/*.yaml), so logger=[tensorboard,csv] composes both
-    logger = [build_node(c, f"logger.{name}") for name, c in (loggers or {}).items() if c is not None] or False
-    trainer = build_node(cfg.trainer, "trainer", callbacks=callbacks, logger=logger, default_root_dir=cfg.run_dir)
+    logger = [build_node(c, f"logger.{name}") for name, c in (loggers or {}).items() if c is not None]
+    if logger:  # and every scalar they are sent, kept for the diagnosis at the end of the run
+        logger.append(MemoryLogger(version=logger[0].version))
+    trainer = build_node(cfg.trainer, "trainer", callbacks=callbacks, logger=logger or False, default_root_dir=cfg.run_dir)
     return datamodule, module, trainer
 
 
@@ -108,7 +111,7 @@ GROUP_VALUE = {"init": "init.scheme", "norm": "model.norm", "model": "model.arch
 
 def hparams(cfg: DictConfig) -> dict[str, Any]:
     """The run's choices, for its loggers' records (hparams.yaml) and TensorBoard's HParams table: the sweep's
-    swept keys first, integers as text (the table would print 32 as 32.000)."""
+    swept keys first, integers and booleans as text (the table would print 32 as 32.000, and true as 1.000)."""
     model = {f"model.{k}": v for k, v in container(cfg.model).items() if k not in ("norm", "arch", "context")}
     values = {
         "init": cfg.init.scheme,
@@ -127,8 +130,7 @@ def hparams(cfg: DictConfig) -> dict[str, Any]:
         if key not in values:
             values[key] = OmegaConf.select(cfg, GROUP_VALUE.get(key, key))
     ordered = {k: values[k] for k in swept} | values
-    return {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v
-            for k, v in ordered.items() if v is not None}
+    return {k: str(v) if isinstance(v, int) else v for k, v in ordered.items() if v is not None}
 
 
 def resume_from(cfg: DictConfig, run_dir: Path) -> tuple[str | None, int]:
@@ -186,10 +188,6 @@ def folder_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def last_value(scalars: dict[str, list[tuple[int, float]]], tag: str) -> float | None:
-    return scalars[tag][-1][1] if scalars.get(tag) else None
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, validate and test one run. Returns (and writes to result.json) its outcome and metrics.
 
@@ -210,6 +208,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataModule, module: NameGen,
                    trainer: L.Trainer) -> dict[str, Any]:
+    """The run: fit and test it (`fit`), then, on rank zero, conclude from what it recorded (`conclude`)."""
     ckpt_path, start_step = resume_from(cfg, run_dir)
     if trainer.is_global_zero:
         record_run(cfg, run_dir, cfg.resume is not False, start_step)
@@ -217,7 +216,6 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataMo
     if ckpt_path is not None and start_step >= cfg.trainer.max_steps and previous.is_file():
         log.info("resume: %s already reached step %d; nothing to train, its result is kept", run_dir, start_step)
         return json.loads(previous.read_text())
-
     tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
     if trainer.is_global_zero:
         choices = hparams(cfg)
@@ -225,6 +223,18 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataMo
             logger.log_hyperparams(choices)
         if tb is not None:  # the HParams row, which fills in as the run logs its losses
             hparams_start(tb, choices, swept_keys(cfg.run_dir) or [])
+    result = fit(trainer, module, datamodule, ckpt_path, start_step, run_dir)
+    if not trainer.is_global_zero:
+        return result
+    memory = next((lg.scalars for lg in trainer.loggers if isinstance(lg, MemoryLogger)), {})
+    # a resumed run's earlier steps are in its files only
+    scalars = continued(read_scalars(run_dir), memory) if ckpt_path is not None else memory
+    return conclude(cfg, run_dir, result, scalars, module, trainer, tb)
+
+
+def fit(trainer: L.Trainer, module: NameGen, datamodule: L.LightningDataModule, ckpt_path: str | None,
+        start_step: int, run_dir: Path) -> dict[str, Any]:
+    """Fit, then test the best checkpoint; the result as measured: status, steps, time and losses."""
     result: dict[str, Any] = {"status": "ok", "error": None, "pid": os.getpid(), "started_at": time.time()}
     start = time.perf_counter()
     try:
@@ -239,11 +249,9 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataMo
         raise UserError(f"cannot write into {run_dir} ({e.strerror}); free space or give a writable folder, then "
                         "resume the run") from None
     fit_seconds = time.perf_counter() - start
-
     trained = trainer.global_step - start_step
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    ckpt = trainer.checkpoint_callback
-    best_score = getattr(ckpt, "best_model_score", None)
+    best_score = getattr(trainer.checkpoint_callback, "best_model_score", None)
     result.update(
         steps=trainer.global_step,
         fit_seconds=fit_seconds,
@@ -255,21 +263,22 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, datamodule: L.LightningDataMo
         best_val_loss=float(best_score) if best_score is not None else None,
     )
     if result["status"] == "ok":
-        best = ckpt.best_model_path if ckpt is not None else ""
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "")
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
         test_loss = trainer.callback_metrics.get("test/loss")
         result["test_loss"] = float(test_loss) if test_loss is not None else None
+    return result
 
-    if not trainer.is_global_zero:
-        return result
+
+def conclude(cfg: DictConfig, run_dir: Path, result: dict[str, Any], scalars: Scalars, module: NameGen,
+             trainer: L.Trainer, tb: TensorBoardLogger | None) -> dict[str, Any]:
+    """The diagnosis of what the run recorded: written (diagnosis.md/.json, result.json), printed, and shown in
+    TensorBoard's Text tab and HParams row."""
     result["activations"] = activation_kinds(module)
-    if tb is not None:
-        tb.experiment.flush()
-    # the run's own event files, read once: what `namegen diagnose` reads too, so both say the same
-    scalars = read_scalars(run_dir) if any(run_dir.glob(EVENT_GLOB)) else {}
+    for key, tag in (("train_loss", "train/loss"), ("val_loss", "val/loss")):  # a resume with nothing left to train
+        if result[key] is None and scalars.get(tag):
+            result[key] = scalars[tag][-1][1]
     if scalars:
-        for key, tag in (("train_loss", "train/loss"), ("val_loss", "val/loss")):  # a resume with nothing left to train
-            result[key] = result[key] if result[key] is not None else last_value(scalars, tag)
         result["init_saturation"] = mean_saturation(scalars, "first")
         result["final_saturation"] = mean_saturation(scalars, "last")
     result["finished_at"] = time.time()

@@ -113,7 +113,7 @@ class RunConfig:
         A run whose own config no longer validates here (its data file moved, more threads than this
         machine has) is judged by the model's own checks alone (nets.build_model).
         """
-        from namegen.checks import validate
+        from namegen.checks import validate_values as validate  # a fix runs into a new folder: not this run's
 
         try:
             validate(self.applied(overrides))

@@ -10,7 +10,7 @@ from namegen.diagnosis.config import RunConfig
 from namegen.diagnosis.engine import Diagnosis, diagnose
 from namegen.diagnosis.thresholds import Thresholds
 from namegen.events import read_scalars
-from namegen.results import EVENT_GLOB, RESULT_FILE, is_run, require_runs, write_atomic
+from namegen.results import RESULT_FILE, is_run, require_runs, write_atomic
 
 MARKDOWN_FILE = "diagnosis.md"
 JSON_FILE = "diagnosis.json"
@@ -25,10 +25,10 @@ def read_result(run_dir: Path) -> dict[str, Any]:
 
 
 def diagnose_run(run_dir: str | Path, thresholds: Thresholds | None = None) -> Diagnosis:
-    """The diagnosis of one run folder: its event files' scalars, its result.json and its config record (the
+    """The diagnosis of one run folder: its recorded scalars, its result.json and its config record (the
     thresholds it was configured with, and what the remedies are computed from)."""
     run_dir = Path(run_dir)
-    scalars = read_scalars(run_dir) if any(run_dir.glob(EVENT_GLOB)) else {}
+    scalars = read_scalars(run_dir)  # any logger's files: TensorBoard's event files, CSVLogger's metrics.csv
     return diagnose(scalars, read_result(run_dir), thresholds, config=RunConfig.of_run(run_dir))
 
 
