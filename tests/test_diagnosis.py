@@ -85,7 +85,9 @@ def test_a_healthy_run_has_no_findings_and_every_rule_checked():
 def test_nothing_logged_is_unknown_not_healthy():
     d = diagnose({})
     assert d.findings == () and d.checked == () and d.health == "unknown" and not d.healthy
-    assert "not checked: diverged (no train/loss or run status), confident_start (no init/loss)" in d.to_markdown()
+    assert ("not checked: diverged (no training loss (train/loss or diagnostics/loss) or run status), confident_start "
+            "(no step-0 loss (init/loss, or diagnostics/loss at step 0), log(output width) (init/uniform_loss or "
+            "diagnostics/uniform_loss))") in d.to_markdown()
 
 
 def test_without_activation_statistics_the_run_is_not_called_healthy():
@@ -333,8 +335,10 @@ def test_weights_feeding_a_norm_that_grow_are_lr_too_high_never_too_low():
     d = diagnose(s)
     assert "lr_too_high" in names(d) and "lr_too_low" not in names(d) + [n.name for n in d.notes]
     assert "the inputs of 5 of 5 norms grew" in only(d, "lr_too_high").measured
-    for i in range(5):  # healthy BatchNorm: the inputs grow at most 2.3-fold
+    for i in range(5):  # healthy BatchNorm: the inputs grow at most 2.3-fold, the first update near -3
         s[f"norm/{i:02d}.model.hidden.{i}.norm/in_std"] = [(0, 1.1), (500, 1.5), (1000, 2.0), (1499, 2.2)]
+    for j in range(7):
+        s[f"update_ratio/{j:02d}.{weight(j)}"] = [(0, -3.0), (500, -3.0), (1000, -3.2), (1499, -3.1)]
     assert "lr_too_high" not in names(diagnose(s))
 
 
@@ -406,11 +410,11 @@ def test_lr_too_low_at_the_peak_but_not_in_a_decayed_tail():
 
 def test_lr_too_low_is_judged_through_a_cosine_schedule_while_the_lr_is_high():
     s = stalled(healthy())
-    s["lr-AdamW"] = [(0, 1e-6), (500, 0.9e-6), (1000, 0.5e-6), (1499, 0.1e-6)]  # a new phase at every point
+    s["lr-AdamW"] = [(0, 1e-6), (500, 0.9e-6), (1000, 0.5e-6), (1499, 0.1e-6)]
     for j in range(7):
         s[f"update_ratio/{j:02d}.{weight(j)}"] = const(-6.0)
-    # the phases at >= half the peak lr (1e-6 down to 0.5e-6); step 0 is never judged, the tail at 0.1e-6 not here
-    assert only(diagnose(s), "lr_too_low").steps == (500, 1000)
+    # phases by halving: 1e-6 and 0.9e-6 one phase, 0.5e-6 the next (at half the peak: judged), 0.1e-6 the tail
+    assert only(diagnose(s), "lr_too_low").steps == (0, 1000)
 
 
 def test_a_too_low_lr_that_still_learned_is_a_note():

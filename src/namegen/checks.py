@@ -169,7 +169,7 @@ def observers(cfg: DictConfig) -> None:
     if monitors and not cfg.get("logger"):
         raise ConfigError(f"callbacks.{monitors[0]} (Lightning's LearningRateMonitor) needs a logger; keep one or "
                           f"add ~callbacks.{monitors[0]}")
-    from namegen.diagnosis import Thresholds
+    from namegen.diagnosis.thresholds import Thresholds
 
     Thresholds.from_mapping(cfg.get("diagnosis"))
 

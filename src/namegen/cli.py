@@ -97,13 +97,13 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
     if not args.fix:
         print(report_text(args.path))
         return
-    from namegen.diagnosis.repair import fix_command, run_fix, shown
+    from namegen.diagnosis.repair import fix_command, run_fix, typed_command
 
     run = Path(args.path)
     if not is_run(run):
         raise UserError(f"--fix needs one run folder, not {str(run)!r}; give outputs/runs/<time> or one run of a sweep")
     diagnosis = diagnose_run(run)
-    print(run_fix(run, diagnosis) if args.run else shown(fix_command(run, diagnosis)))
+    print(run_fix(run, diagnosis) if args.run else typed_command(fix_command(run, diagnosis)))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -111,6 +111,7 @@ def report(path: str | Path, out_dir: str | Path | None = None, n_samples: int =
 def render(folder: Path, run_dirs: list[Path], out: Path, n_samples: int, seed: int) -> Path:
     from namegen.checkpoint import CheckpointError
     from namegen.diagnosis import diagnose_run
+    from namegen.diagnosis.files import sweep_why
 
     # the runs' results as they are: the sweep's own summary files are its records, not rewritten here
     table = markdown_table(*summary_rows([(d.name, read_result(d)) for d in run_dirs]))
@@ -124,6 +125,8 @@ def render(folder: Path, run_dirs: list[Path], out: Path, n_samples: int, seed: 
 
     plots.save(loss_curves(scalars), out / "loss_curves.png")
     plots.save(saturation_bars(scalars), out / "saturation.png")
+    behind = sweep_why(folder) if len(run_dirs) > 1 else {}  # why each run clearly behind the best is behind
+    table += "".join(f"\n- {line}" for line in behind.values()) + "\n" * bool(behind)
     md = [f"# namegen report: {folder.name}\n", "## Summary\n", table, *notes,
           "## Loss curves\n", "![loss curves](loss_curves.png)\n",
           "## Saturation per layer\n", "![saturation at step 0 and at the end](saturation.png)\n",

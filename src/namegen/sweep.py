@@ -74,7 +74,11 @@ def write_summary(sweep_dir: Path, runs: list[tuple[str, dict[str, Any]]] | None
         writer = csv.writer(f)
         writer.writerow(["run"] + [key for _, key, _ in COLUMNS])
         writer.writerows([name] + [r.get(key) for _, key, _ in COLUMNS] for name, r in runs)
+    from namegen.diagnosis.files import sweep_why
+
     table = markdown_table(*summary_rows(runs))
+    behind = sweep_why(sweep_dir)  # why each run clearly behind the best is behind
+    table += "".join(f"\n- {line}" for line in behind.values()) + "\n" * bool(behind)
     (sweep_dir / "summary.md").write_text(f"# Sweep summary: {sweep_dir}\n\n{table}")
     return table
 

@@ -5,7 +5,10 @@ text applies to the record and on `python train.py`'s command line.
 
 from __future__ import annotations
 
+import functools
 import math
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,24 @@ from omegaconf import DictConfig, OmegaConf
 
 from namegen.errors import ConfigError, UserError
 from namegen.results import RECORD
+
+
+REPO = Path(__file__).resolve().parents[3]
+CONF_DIR = REPO / "conf"
+ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam/AdamW's default
+
+
+COMPOSE_LOCK = threading.Lock()  # Hydra's compose API holds global state
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The config `python train.py <overrides>` composes (outside Hydra's runtime: give run_dir)."""
+    from hydra import compose, initialize_config_dir
+
+    import namegen.resolvers  # noqa: F401  the config's interpolations use them
+
+    with COMPOSE_LOCK, initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides)
 
 
 def parse(override: str) -> tuple[str, Any]:
@@ -30,11 +51,32 @@ def same(a: Any, b: Any) -> bool:
     return a == b
 
 
+@functools.cache
+def recipes() -> tuple[tuple[str, str | None, float, float], ...]:
+    """(optimizer target, scheduler target, lr, momentum) of each conf/optim option, by file name."""
+    out = []
+    for path in sorted((CONF_DIR / "optim").glob("*.yaml")):
+        o = OmegaConf.load(path)
+        out.append((OmegaConf.select(o, "optimizer._target_"), OmegaConf.select(o, "scheduler._target_"),
+                    float(o.optimizer.lr), float(OmegaConf.select(o, "optimizer.momentum") or 0.0)))
+    return tuple(out)
+
+
+def fresh_sibling(run_dir: Path) -> Path:
+    """`<run>-fix`, `<run>-fix2`, ...: the first that does not exist, next to the run (never into or over it)."""
+    n = 1
+    while (candidate := run_dir.parent / f"{run_dir.name}-fix{n if n > 1 else ''}").exists():
+        n += 1
+    return candidate
+
+
 @dataclass
 class RunConfig:
-    """A namegen run's config, read through OmegaConf."""
+    """A namegen run's config, read through OmegaConf; `folder` is the run's folder when known (a remedy's rerun
+    goes into a fresh sibling of it)."""
 
     cfg: DictConfig
+    folder: Path | None = None
 
     @classmethod
     def of_run(cls, run_dir: Path) -> RunConfig | None:
@@ -50,7 +92,7 @@ class RunConfig:
         except Exception as e:  # YAML and OmegaConf raise several types on a damaged file
             raise UserError(f"{record}: unreadable ({type(e).__name__}); restore it, or delete it to diagnose the run "
                             "without its config") from None
-        return cls(cfg) if isinstance(cfg, DictConfig) else None
+        return cls(cfg, run_dir) if isinstance(cfg, DictConfig) else None
 
     def get(self, key: str) -> Any:
         try:
@@ -95,6 +137,23 @@ class RunConfig:
     def momentum(self) -> float:
         return float(self.get("optim.optimizer.momentum") or 0.0)
 
+    @property
+    def betas(self) -> tuple[float, float]:
+        betas = self.get("optim.optimizer.betas")
+        return (float(betas[0]), float(betas[1])) if betas is not None else ADAM_BETAS
+
+    @property
+    def recipe_lr(self) -> float | None:
+        """The lr of the recipe for the run's optimizer (conf/optim: the first option with its optimizer and
+        scheduler), put in the run's terms: SGD's steady step is lr/(1-momentum), so a run with more momentum than
+        the recipe gets the recipe's steady step. None for an optimizer no recipe uses."""
+        target, scheduler = self.get("optim.optimizer._target_"), self.get("optim.scheduler._target_")
+        options = sorted((o for o in recipes() if o[0] == target), key=lambda o: o[1] != scheduler)
+        if not options:
+            return None
+        _, _, lr, momentum = options[0]
+        return lr if self.optimizer.startswith("Adam") else lr * (1 - self.momentum) / (1 - momentum)
+
     def in_effect(self, override: str) -> bool:
         key, value = parse(override)
         return same(self.get(key), value)
@@ -107,34 +166,35 @@ class RunConfig:
             OmegaConf.update(cfg, key, value, merge=False)
         return cfg
 
-    def refusal(self, overrides: list[str] | tuple[str, ...]) -> str | None:
-        """Why namegen would refuse the config with these overrides (checks.validate's one line), or None.
+    def rerun(self, overrides: list[str] | tuple[str, ...]) -> DictConfig:
+        """The config a remedy would run: the overrides set, written into a fresh folder (a sibling of the run's, as
+        `namegen diagnose --fix` does), as a new run. The record's own `run_dir` is Hydra's interpolation, which
+        resolves only inside Hydra, and its folder holds a finished run: neither is what the rerun meets."""
+        folder = self.folder
+        if folder is None:
+            try:
+                folder = Path(str(OmegaConf.select(self.cfg, "run_dir")))
+            except Exception:  # the live config outside Hydra's runtime: no folder known
+                folder = None
+        if folder is None:
+            folder = Path(tempfile.gettempdir()) / "namegen-remedy-check"
+        cfg = self.applied(overrides)
+        cfg.run_dir, cfg.resume = str(fresh_sibling(folder)), False
+        return cfg
 
-        A run whose own config no longer validates here (its data file moved, more threads than this
-        machine has) is judged by the model's own checks alone (nets.build_model).
-        """
-        from namegen.checks import validate_values as validate  # a fix runs into a new folder: not this run's
+    def refusal(self, overrides: list[str] | tuple[str, ...]) -> str | None:
+        """Why namegen would refuse the rerun with these overrides (checks.validate's one line), or None. A
+        refusal the rerun without them meets too (the run's data file moved since) is not the remedy's: None."""
+        from namegen.checks import validate
 
         try:
-            validate(self.applied(overrides))
+            validate(self.rerun(overrides))
             return None
         except ConfigError as e:
             refusal = str(e)
         try:
-            validate(self.cfg)
-        except ConfigError:
-            return self.model_refusal(overrides)
-        return refusal
-
-    def model_refusal(self, overrides: list[str] | tuple[str, ...]) -> str | None:
-        import torch
-
-        from namegen.nets import build_model
-
-        spec = OmegaConf.to_container(self.applied(overrides).model, resolve=True)
-        try:
-            with torch.device("meta"):
-                build_model({**spec, "block_size": spec.get("block_size") or 64})
+            validate(self.rerun([]))
         except ConfigError as e:
-            return str(e)
-        return None
+            if str(e) == refusal:
+                return None
+        return refusal

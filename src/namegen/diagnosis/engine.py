@@ -9,7 +9,8 @@ from typing import Any
 
 from namegen.diagnosis.config import RunConfig
 from namegen.diagnosis.remedies import Remedy, combined, remedy_for
-from namegen.diagnosis.rules import RULES, Observation, Run, Seen
+from namegen.diagnosis.observe import Observation, Run, Seen
+from namegen.diagnosis.rules import RULES
 from namegen.diagnosis.thresholds import Thresholds
 from namegen.events import Scalars
 
@@ -104,6 +105,22 @@ def merged(observations: list[Observation]) -> Observation:
     )
 
 
+def settle_harm(seen: list[Observation]) -> set[str]:
+    """Harm spreads along `harm_with` until nothing changes (a fixed point): lr_too_high hurts with a divergence,
+    and saturation hurts with lr_too_high, so a diverged run's saturation is a finding whatever the rules' order.
+    Returns the names that hurt."""
+    harmful = {o.name for o in seen if o.harm}
+    changed = True
+    while changed:
+        changed = False
+        for o in seen:
+            if not o.harm and (companions := [n for n in o.harm_with if n in harmful]):
+                o.harm = f"together with {', '.join(companions)}"
+                harmful.add(o.name)
+                changed = True
+    return harmful
+
+
 def diagnose(scalars: Scalars, result: Mapping[str, Any] | None = None, thresholds: Thresholds | None = None,
              activations: Mapping[str, str] | None = None, config: RunConfig | None = None) -> Diagnosis:
     """Apply the rule table to a run's scalars ({tag: [(step, value)]}), its result.json (missing keys = unknown) and
@@ -124,14 +141,11 @@ def diagnose(scalars: Scalars, result: Mapping[str, Any] | None = None, threshol
         if not rule.applies(run):
             not_applicable.append(rule.name)
         elif not rule.ready(run):
-            missing.append((rule.name, rule.reads))
+            missing.append((rule.name, rule.needs(run)))
         else:
             checked.append(rule.name)
             seen += rule.judge(run)
-    harmful = {o.name for o in seen if o.harm}
-    for o in seen:
-        if not o.harm and (companions := [n for n in o.harm_with if n in harmful]):
-            o.harm = f"together with {', '.join(companions)}"
+    harmful = settle_harm(seen)
     groups: dict[tuple[str, bool], list[Observation]] = {}
     for o in seen:
         groups.setdefault((o.name, o.harm is not None), []).append(o)

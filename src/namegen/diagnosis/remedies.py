@@ -7,11 +7,13 @@ remedy. A run without a namegen config (someone else's module) gets the sentence
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from namegen.diagnosis.config import RunConfig
-from namegen.diagnosis.rules import Observation
+from namegen.diagnosis.lr import Evidence
+from namegen.diagnosis.observe import Observation
 
 
 @dataclass(frozen=True)
@@ -64,21 +66,44 @@ def normalize(cfg: RunConfig) -> list[Candidate]:
     return [([f"model.norm={kind}"], f"normalize ({kind}): {why}") for kind in ("batchnorm", "layernorm")]
 
 
-def lr_to(cfg: RunConfig, value: float | None, why: str) -> list[Candidate]:
-    if cfg.lr is None:
+def toward(value: float, lr: float, digits: int) -> float:
+    """`value` to `digits` significant digits, rounded toward `lr`: a fix never moves further than its evidence."""
+    q = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
+    n = math.ceil(value / q - 1e-9) if value < lr else math.floor(value / q + 1e-9)
+    return float(f"{n * q:.{digits}g}")
+
+
+def lr_to(cfg: RunConfig, direction: int, evidence: Evidence | None, why: str) -> list[Candidate]:
+    """Lower (direction -1) or raise (+1) the lr: always that way, by what `evidence` supports and no further than
+    a decade past the recipe's lr (the healthy point the recipe was tuned to); without evidence that way, to the
+    recipe's lr if it lies that way, else by a factor of 10, and the sentence says which."""
+    lr, recipe = cfg.lr, cfg.recipe_lr
+    if lr is None or lr <= 0:
         return []
-    value = value if value is not None and value > 0 else cfg.lr / 10
-    return [([f"{LR_KEY}={value:g}"], f"{'lower' if value < cfg.lr else 'raise'} the learning rate from {cfg.lr:g} to "
-                                      f"{value:g}: {why}")]
+    if evidence is not None and direction * (evidence.lr - lr) > 0:
+        value, source = evidence.lr, f"sized from {evidence.source}"
+        edge = recipe * 10.0 ** direction if recipe is not None else None
+        if edge is not None and direction * (edge - lr) > 0 and direction * (value - edge) > 0:
+            value, source = edge, source + f", held to 10x {'below' if direction < 0 else 'above'} the recipe's lr {recipe:g}"
+    elif recipe is not None and direction * (recipe - lr) > 0:
+        value, source = recipe, f"no undistorted evidence of the step size: the recipe's lr {recipe:g}"
+    else:
+        value, source = lr * 10.0 ** direction, "no evidence of the step size: a factor of 10"
+    value = next((v for d in (1, 2, 3) if direction * ((v := toward(value, lr, d)) - lr) > 0), value)
+    return [([f"{LR_KEY}={value:g}"], f"{'lower' if direction < 0 else 'raise'} the learning rate from {lr:g} to "
+                                      f"{value:g} ({source}): {why}")]
 
 
 def init_first(cfg: RunConfig, too: str) -> list[Candidate]:
     return kaiming(cfg) + gain_back(cfg, too) + normalize(cfg)
 
 
+SCALE = "update ratios scale with the lr; about -3 is healthy"
+
+
 def lower_lr(cfg: RunConfig, o: Observation, context: dict[str, Observation]) -> list[Candidate]:
-    suggest = context["lr_too_high"].facts.get("suggest") if "lr_too_high" in context else None
-    return lr_to(cfg, suggest, "update ratios scale with the lr; about -3 is healthy")
+    evidence = context["lr_too_high"].facts.get("lr") if "lr_too_high" in context else o.facts.get("lr")
+    return lr_to(cfg, -1, evidence, SCALE)
 
 
 def remedy_diverged(cfg: RunConfig, o: Observation, context: dict[str, Observation]) -> list[Candidate]:
@@ -109,13 +134,13 @@ def remedy_drift(too: str) -> Callable[[RunConfig, Observation, dict[str, Observ
             return init_first(cfg, too)
         if "lr_too_high" in context:
             return lower_lr(cfg, o, context) + normalize(cfg)
-        return normalize(cfg) + lr_to(cfg, None, "smaller steps drift less") + init_first(cfg, too)
+        return normalize(cfg) + lr_to(cfg, -1, None, "smaller steps drift less") + init_first(cfg, too)
 
     return remedy
 
 
 def remedy_lr_high(cfg: RunConfig, o: Observation, context: dict[str, Observation]) -> list[Candidate]:
-    lr = lr_to(cfg, o.facts.get("suggest"), "update ratios scale with the lr; about -3 is healthy")
+    lr = lr_to(cfg, -1, o.facts.get("lr"), SCALE)
     if wrong_at_start(o, context):  # a bad init's huge gradients make large updates at any lr
         return [(c, t + " (the run was already wrong at step 0, so the init is the likelier cause of the large "
                         f"updates; if they stay above {o.facts['limit']:g} with kaiming init, lower the lr)")
@@ -127,9 +152,7 @@ def remedy_lr_high(cfg: RunConfig, o: Observation, context: dict[str, Observatio
 
 
 def remedy_lr_low(cfg: RunConfig, o: Observation, context: dict[str, Observation]) -> list[Candidate]:
-    suggest = o.facts.get("suggest")
-    lr = lr_to(cfg, suggest if suggest is not None else (cfg.lr or 0) * 10, "update ratios scale with the lr; about "
-                                                                            "-3 is healthy")
+    lr = lr_to(cfg, +1, o.facts.get("lr"), SCALE)
     if wrong_at_start(o, context):  # a gradient that vanished at step 0 makes small updates at any lr
         return [(c, t + " (the run was already wrong at step 0, so the init is the likelier cause of the small "
                         f"updates; if they stay below {o.facts['limit']:g} once it is fixed, raise the lr)")

@@ -3,10 +3,10 @@ TensorBoard's Text tab (one row per finding)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from namegen.diagnosis.engine import Diagnosis, Finding
+# a Diagnosis and a Finding (engine.py), duck-typed: engine renders through this module, so it imports nothing back
+Diagnosis = Finding = Any
 
 TEXT_TAG = "diagnosis"  # add_text appends "/text_summary": TensorBoard lists it as diagnosis/text_summary
 MAX_LAYERS = 6

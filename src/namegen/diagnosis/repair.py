@@ -12,33 +12,25 @@ import os
 import shlex
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from namegen.diagnosis.config import RunConfig, parse
+from namegen.diagnosis.config import COMPOSE_LOCK, CONF_DIR, REPO, RunConfig, fresh_sibling, parse
 from namegen.diagnosis.engine import Diagnosis
+from namegen.checks import flatten
 from namegen.errors import UserError
 from namegen.results import is_run
 
-REPO = Path(__file__).resolve().parents[3]
-CONF_DIR, TRAIN_PY = REPO / "conf", REPO / "train.py"
+TRAIN_PY = REPO / "train.py"
 GROUPS = ("data", "model", "init", "norm", "optim", "trainer", "callbacks", "logger")  # norm after model: it sets model.norm
 PER_COMMAND = ("run_dir", "resume")  # where a command writes, not what it trains
-_compose_lock = threading.Lock()  # Hydra's compose API holds global state
-
-
-def flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict) and node:
-        return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
-    return {prefix[:-1]: node}
 
 
 def leaves(cfg: DictConfig) -> dict[str, Any]:
     tree = OmegaConf.to_container(cfg, resolve=False)
-    return {k: v for k, v in flat(tree).items() if k.split(".")[0] not in PER_COMMAND + ("hydra",)}
+    return {k: v for k, v in flatten(tree).items() if k.split(".")[0] not in PER_COMMAND + ("hydra",)}
 
 
 def value_text(v: Any) -> str:
@@ -62,7 +54,7 @@ def value_text(v: Any) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def differences(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
+def overrides_between(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
     """The value overrides that turn `have` into `want`: `key=v`, `+key=v` (new), `~node` (gone, whole subtrees)."""
     out = []
     for key in want:
@@ -87,7 +79,7 @@ def command_overrides(cfg: DictConfig) -> list[str]:
     import namegen.resolvers  # noqa: F401  the composed config's interpolations use them
 
     want = leaves(cfg)
-    with _compose_lock, initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with COMPOSE_LOCK, initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         defaults = compose("config", return_hydra_config=True).hydra.runtime.choices
         chosen: list[str] = []
         for group in GROUPS:
@@ -97,23 +89,15 @@ def command_overrides(cfg: DictConfig) -> list[str]:
             for option in options:
                 trial = chosen + ([] if option == default else [f"{group}={option}"])
                 have = leaves(compose("config", overrides=trial))
-                scored.append((len(differences(have, want)), option != default, option))
+                scored.append((len(overrides_between(have, want)), option != default, option))
             _, _, best = min(scored)
             if best != default:
                 chosen.append(f"{group}={best}")
-        overrides = chosen + differences(leaves(compose("config", overrides=chosen)), want)
+        overrides = chosen + overrides_between(leaves(compose("config", overrides=chosen)), want)
         if leaves(compose("config", overrides=overrides)) != want:
             raise UserError("the run's config record cannot be rebuilt from conf/ (was it trained with another version "
                             "of namegen?); rerun it by hand with the fixes the diagnosis lists")
     return overrides
-
-
-def fresh_sibling(run_dir: Path) -> Path:
-    """`<run>-fix`, `<run>-fix2`, ...: the first that does not exist, next to the run (never into or over it)."""
-    n = 1
-    while (candidate := run_dir.parent / f"{run_dir.name}-fix{n if n > 1 else ''}").exists():
-        n += 1
-    return candidate
 
 
 def fix_command(run_dir: Path, diagnosis: Diagnosis, out: Path | None = None) -> list[str]:
@@ -128,18 +112,19 @@ def fix_command(run_dir: Path, diagnosis: Diagnosis, out: Path | None = None) ->
     return [sys.executable, str(TRAIN_PY), *overrides, f"hydra.run.dir={value_text(str(out or fresh_sibling(run_dir)))}"]
 
 
-def shown(argv: list[str]) -> str:
+def typed_command(argv: list[str]) -> str:
     """The command as a user types it from the repository's folder."""
     return " ".join(["python", "train.py"] + [shlex.quote(a) for a in argv[2:]])
 
 
 def run_fix(run_dir: Path, diagnosis: Diagnosis) -> str:
     """Run the fix command into a fresh sibling folder; the before/after comparison as Markdown."""
-    from namegen.diagnosis.files import diagnose_run, read_result
+    from namegen.diagnosis.files import diagnose_run
+    from namegen.results import read_result
 
     out = fresh_sibling(run_dir)
     argv = fix_command(run_dir, diagnosis, out)
-    print(f"running: {shown(argv)}", flush=True)
+    print(f"running: {typed_command(argv)}", flush=True)
     done = subprocess.run(argv, cwd=os.getcwd(), capture_output=True, text=True)
     if not is_run(out):
         raise UserError(f"the fix command did not train (exit {done.returncode}): "

@@ -32,6 +32,11 @@ ONE_SIDED_MEAN_TO_STD = 0.25
 # ... and a one-sided layer whose first logged flat fraction is below this as far-tail: a ReLU of a centred input
 # is flat for half of it (measured 49-50% at step 0), a healthy GELU (x < -3) for 2-5%.
 FAR_TAIL_BELOW = 0.2
+# ... but a layer whose outputs look like a sigmoid's is bounded: a sigmoid of a roughly centred input has mean ~0.5
+# and, its outputs lying in (0, 1), a std of at most 0.5, so mean/std >= 1 (1.04 saturated, 2.4 at unit input
+# scale). A ReLU/GELU/SiLU/ELU/Mish of a centred input has mean/std <= 0.68 at any scale (measured, N(0, s^2) inputs,
+# s from 0.3 to 20).
+SIGMOID_MEAN, SIGMOID_STD_MAX, SIGMOID_MEAN_TO_STD = (0.35, 0.65), 0.5, 0.95
 
 
 def kind_of(class_name: str) -> str | None:
@@ -66,6 +71,11 @@ class Thresholds:
     norm_growth: how many times the std of a norm's input grew over its first logged value. Healthy at
         most 3.7; weights feeding a norm that a too-high lr blows up grow 25 to 10^6 times (lr 30 with
         BatchNorm), while their update ratios fall (the norm takes the scale out).
+    update_ratio_small / norm_input_scale: the median update ratio over the whole run below update_ratio_small
+        while most norms' inputs stay at least norm_input_scale x unit scale from the first logged step to the
+        last: weights far from unit scale, whose every update a norm divides by their scale (a note: the run
+        learns, slower). Kaiming + BatchNorm, default 20k-step run: median -2.4, norm inputs 1.0-2.2; naive init +
+        BatchNorm: -3.7, norm inputs 5.6-6.8 (val 2.092 against 1.9905).
     attention_std: std of the attention logits (pre-softmax). Healthy 1.0 at step 0, at most 2.5 after 3,000 steps (padding left out);
         naive init ~60 (the softmax is one-hot: a single key takes all the weight).
     loss_rise: the mean of the last three logged train losses over the step-0 loss (init/loss) above which
@@ -84,6 +94,8 @@ class Thresholds:
     update_ratio_low: float = -4.0
     update_ratio_share: float = 0.5
     norm_growth: float = 10.0
+    update_ratio_small: float = -3.5
+    norm_input_scale: float = 3.0
     attention_std: float = 5.0
     loss_rise: float = 1.2
 
@@ -109,6 +121,9 @@ class Thresholds:
                                  f"below diagnosis.update_ratio_high={self.update_ratio_high}"),
             "update_ratio_share": (0 <= self.update_ratio_share < 1, "in [0, 1)"),
             "norm_growth": (self.norm_growth > 1, "> 1"),
+            "update_ratio_small": (self.update_ratio_low <= self.update_ratio_small <= self.update_ratio_high,
+                                   "between diagnosis.update_ratio_low and update_ratio_high"),
+            "norm_input_scale": (self.norm_input_scale > 1, "> 1"),
             "attention_std": (self.attention_std > 0, "> 0"),
             "loss_rise": (self.loss_rise > 1, "> 1"),
         }
