@@ -15,12 +15,10 @@ user writes, with `Diagnostics()` as the user attaches it (its own default probe
 
 For each, four runs: healthy, weights x20 at init, lr x100, lr x1e-4 (faults seeded, the verdict expected:
 anything but healthy); the verdict is `namegen.diagnosis.diagnose` on the run's event files, with the
-activation kinds Diagnostics found; and below it, the same diagnosis given the loss Diagnostics wrote
-(`tags.LOSS`, `tags.UNIFORM_LOSS`) under the names its loss rules read today (`train/loss`, `init/loss`,
-`init/uniform_loss`): what it says once it reads the loss tags itself. Then the cost: the same healthy fit
-with and without Diagnostics, in turn in this process, timing (CPU time) only the steps that record nothing
-(Diagnostics' default intervals put no recording step in the timed window); the ratio is steps/s with
-Diagnostics over without (1.0: free).
+activation kinds Diagnostics found (its loss rules read the loss Diagnostics writes, `tags.LOSS`). Then the
+cost: the same healthy fit with and without Diagnostics, in turn in this process, timing (CPU time) only the
+steps that record nothing (Diagnostics' default intervals put no recording step in the timed window); the
+ratio is steps/s with Diagnostics over without (1.0: free).
 """
 
 from __future__ import annotations
@@ -42,7 +40,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, IterableDataset
 
 from namegen.callbacks import Diagnostics
-from namegen.callbacks.tags import LOSS, TAG, UNIFORM_LOSS
+from namegen.callbacks.tags import LOSS, TAG
 from namegen.diagnosis import diagnose
 from namegen.events import read_scalars
 
@@ -297,14 +295,9 @@ def verdict(name: str, fault: dict, stream, vocab, steps: int, root: Path) -> di
         fit(module, data, steps, root, [diagnostics])
     scalars = read_scalars(root)
     d = diagnose(scalars, {"activations": diagnostics.kinds})
-    # what the same diagnosis says once its loss rules read tags.LOSS / UNIFORM_LOSS (issue 27 makes them): the
-    # loss series under the names they read today (namegen's module logs them), for the report alone
-    loss_tags = {"train/loss": scalars.get(LOSS, []), "init/loss": scalars.get(LOSS, [])[:1],
-                 "init/uniform_loss": scalars.get(UNIFORM_LOSS, [])[:1]}
-    projected = diagnose(scalars | {k: v for k, v in loss_tags.items() if v}, {"activations": diagnostics.kinds})
     loss = [v for _, v in scalars.get(LOSS, [])]
     said = sorted({str(w.message)[:150] for w in caught if str(w.message).startswith(("Diagnostics", "Attention"))})
-    return {"observed": observed(scalars), "health": d.health, "projected": projected.health, "checked": len(d.checked),
+    return {"observed": observed(scalars), "health": d.health, "checked": len(d.checked),
             "rules": len(d.checked) + len(d.missing), "na": d.not_applicable,
             "loss": (loss[0], loss[-1]) if loss else None, "said": said,
             "orig_mod": any("_orig_mod" in t for t in scalars)}
@@ -332,7 +325,7 @@ def row(name: str, fault: str, r: dict[str, Any]) -> str:
     families = " ".join(f"{k}{seen[k]}" for k in ("act", "norm", "attn", "fused", "grad", "update_ratio") if k in seen)
     loss = f"{r['loss'][0]:.2f}->{r['loss'][1]:.2f}" if r["loss"] else "-"
     extra = " _orig_mod!" if r["orig_mod"] else ""
-    return f"{name:<12} {fault:<9} {loss:<12} {families:<40} {r['health']}{extra}\n{'':<35} reading the loss: {r['projected']}"
+    return f"{name:<12} {fault:<9} {loss:<12} {families:<40} {r['health']}{extra}"
 
 
 def main(argv: list[str] | None = None) -> None:
