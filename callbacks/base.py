@@ -16,7 +16,7 @@ import torch.nn as nn
 from torch.utils.hooks import RemovableHandle
 
 from .kinds import FlatRule, finite_part, std
-from .tags import NONFINITE
+from .tags import CALL_MARK, NONFINITE
 
 def activation_summary(x: torch.Tensor | None, t: torch.Tensor, rule: FlatRule | None, dim: int = -1,
                        ) -> dict[str, float]:
@@ -78,11 +78,11 @@ class Numbering:
             for name in self.names:
                 n = calls.get(name, 1)
                 for k in range(1, n + 1):
-                    self.slots[(name, k)] = (i, name if n == 1 else f"{name}@{k}")
+                    self.slots[(name, k)] = (i, name if n == 1 else f"{name}{CALL_MARK}{k}")
                     i += 1
         for name, k in keys:
             if (name, k) not in self.slots:
-                self.slots[(name, k)] = (len(self.slots), f"{name}@{k}")
+                self.slots[(name, k)] = (len(self.slots), f"{name}{CALL_MARK}{k}")
         return sorted((*self.slots[key], key) for key in keys)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 
+CALL_MARK = "@"  # a module called k times per forward pass: `name@1` ... `name@k`, one series per call
 ACT, PREACT, GRAD, NORM = "act", "preact", "grad", "norm"
 ATTN = "attn"  # attention logits: callbacks.Attention (any model), or conf/callbacks/attention.yaml's Activations probe
 NONFINITE, FUSED = "nonfinite", "fused"
