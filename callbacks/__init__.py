@@ -7,10 +7,12 @@ never collides with a project's own `callbacks` module:
     trainer = L.Trainer(callbacks=[Diagnostics(every_n_steps=500, histogram_every_n_steps=2000)])
 
 `Diagnostics` owns one schedule (scalars, histograms, figures) and runs probes on it:
-`Activations`, `Gradients`, `UpdateRatios`, `Figures`, or a `Probe` of your own
-(`Diagnostics(probes=[Gradients()])` for one alone). The probes find what to watch in the module
-tree: activation modules by type (with each type's flat region defined once in `base`),
-normalization layers, and every parameter of 2 or more dimensions. Scalars go to every logger the
+`Activations`, `Gradients`, `UpdateRatios`, `Attention`, `Figures`, or a `Probe` of your own
+(`Diagnostics(probes=[Gradients()])` for one alone). What to watch is found once in the module
+tree (`catalog.Catalog`): activations by kind (torch's by type, anyone else's by what they compute,
+each kind's flat region defined once in `kinds`), normalization layers, attention modules, and
+every parameter of 2 or more dimensions. Every call of a module is its own series; names are fixed
+for the fit; NaN and inf are counted, never fatal; compiled models are recorded eagerly. Scalars go to every logger the
 Trainer has; histograms and images to the loggers that take them (TensorBoard).
 `StepProgressBar` is a compact progress bar for long runs. The classes are imported on first use,
 so `namegen.callbacks.tags` (the tag names) can be read without loading Lightning.
@@ -20,6 +22,7 @@ from importlib import import_module
 
 _HOME = {
     "Activations": ".activations",
+    "Attention": ".attention",
     "Diagnostics": ".diagnostics",
     "Figures": ".figures",
     "Gradients": ".gradients",

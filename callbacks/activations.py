@@ -3,33 +3,38 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
-import torch
 import torch.nn as nn
 
-from .base import NORM_TYPES, SATURATION_THRESHOLD, Want, activation_summary, select_modules
-from .probe import ModuleProbe, Step
+from .base import Numbering, Want, activation_summary
+from .catalog import Catalog
+from .kinds import SATURATION_THRESHOLD, finite_part, std
+from .probe import ModuleProbe, Step, histogram
 from .schedule import Due
 from .tags import (
-    ACT, FIGURES, GRAD, GRAD_DATA_RATIO, HISTOGRAM_BINS, NORM, PREACT, UPDATE_RATIO, WEIGHT_GRAD, tag,
+    ACT, FIGURES, GRAD, GRAD_DATA_RATIO, NORM, PREACT, UPDATE_RATIO, WEIGHT_GRAD, tag,
 )
 
 
 class Activations(ModuleProbe):
     """Statistics of every activation module i (in forward order) over the training batch of a recording step.
 
-    Scalars (on the scalar steps), `{i:02d}.{module path}`:
-        act/i.path/mean, act/i.path/std
-        act/i.path/saturation   fraction of entries in the activation's flat region (`base.flat_rules`:
-                                tanh |t| > saturation_threshold, relu t <= 0, gelu/silu x < -3, ...)
-        act/i.path/dead         fraction of units flat for every example of the batch
+    Scalars (on the scalar steps), `{i:02d}.{module path}` (`path@k` for the k-th call of a module called
+    several times per forward pass; i in module-tree order, fixed for the fit: `tags.py`):
+        act/i.path/mean, act/i.path/std   of the finite entries
+        act/i.path/nonfinite    share of entries that are NaN or infinite, where it is not 0: where a run blew up
+        act/i.path/saturation   fraction of entries in the activation's flat region (`kinds.KINDS`:
+                                tanh |t| > saturation_threshold, relu t <= 0, relu6 x <= 0 or x >= 6,
+                                gelu/silu x < -3, ...; none for the leaky kinds, which are never flat)
+        act/i.path/dead         fraction of units flat for every example of the batch (units by layout:
+                                channels of a conv activation, the last dimension of (B, T, C); `base`)
         norm/i.path/in_std      std of each normalization layer's input: the scale the norm takes out
     Histograms (on the histogram steps), to loggers that take them:
         act/i.path              the activation values
         preact/i.path           the activation's input (read before the module runs: in-place activations too)
 
-    Activations are found by type (Tanh, Sigmoid, ReLU, LeakyReLU, GELU, SiLU, ...);
+    Activations are found by `Diagnostics`: torch's by type, anyone else's by what they compute (`kinds`);
     `modules` (names) or `pattern` (a regex on names) choose others instead.
 
     Args:
@@ -50,11 +55,13 @@ class Activations(ModuleProbe):
                              f"and none of the other probes' ({', '.join(sorted(taken))})")
         self.family = self.key = family
         self.norms: list[tuple[str, nn.Module]] = []
+        self.norm_numbering = Numbering([])
 
-    def setup(self, root: nn.Module) -> None:
-        super().setup(root)
+    def setup(self, root: nn.Module, catalog: Catalog) -> None:
+        super().setup(root, catalog)
         if self.family == ACT:
-            self.norms = select_modules(root, lambda m: isinstance(m, NORM_TYPES))
+            self.norms = [(name, catalog.modules[name]) for name in catalog.norms]
+            self.norm_numbering = Numbering(catalog.norms)
 
     def active(self, due: Due) -> bool:
         return due.scalars or due.histograms
@@ -65,18 +72,23 @@ class Activations(ModuleProbe):
         return watch + [(name, m, Want(inputs=True)) for name, m in self.norms] if due.scalars else watch
 
     def after_update(self, step: Step) -> None:
-        records, n = self.records(step), step.global_step
+        records, n = step.recorder, step.global_step
         histograms = step.writers("histogram") if step.due.histograms else []
-        for i, name in records.indexed():
-            x, t = records.inputs.get(name), records.outputs[name]
+        for i, series, key in self.series(step):
+            x, t = records.inputs.get(key), records.outputs.get(key)
+            if t is None:
+                continue  # a call whose output is no tensor
             if step.due.scalars:
-                for stat, value in activation_summary(x, t, self.rule_of[name]).items():
-                    step.scalars[tag(self.family, i, name, stat)] = value
+                summary = activation_summary(x, t, self.rule_of[key[0]], self.unit_dim(key[0], t))
+                for stat, value in summary.items():
+                    step.scalars[tag(self.family, i, series, stat)] = value
             for writer in histograms:
-                writer.add_histogram(tag(self.family, i, name), t, global_step=n, bins=HISTOGRAM_BINS)
+                histogram(writer, tag(self.family, i, series), t, n)
                 if x is not None and self.family == ACT:
-                    writer.add_histogram(tag(PREACT, i, name), x, global_step=n, bins=HISTOGRAM_BINS)
-        if step.due.scalars:
-            norms = step.recorder.view(name for name, _ in self.norms)
-            for i, name in norms.indexed():
-                step.scalars[tag(NORM, i, name, "in_std")] = norms.inputs[name].std().item()
+                    histogram(writer, tag(PREACT, i, series), x, n)
+        if step.due.scalars and self.norms:
+            keys = step.recorder.view(name for name, _ in self.norms).order
+            for i, series, key in self.norm_numbering.number(keys):
+                if key in records.inputs:
+                    values, _ = finite_part(records.inputs[key])
+                    step.scalars[tag(NORM, i, series, "in_std")] = std(values)

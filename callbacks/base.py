@@ -1,14 +1,13 @@
-"""What the probes share: what "flat" means, the statistics, what to watch, and the hooks that record it.
+"""What the probes share: the statistics, stable names, and the hooks that record a step.
 
-Nothing here knows namegen or Lightning: the probes find what to watch in any module tree
-(activation modules by type, normalization layers by type, every parameter of 2 or more
-dimensions), and a `Recorder` holds one step's inputs, outputs and gradients of them.
+Nothing here knows namegen or Lightning: a `Recorder` holds one forward pass's inputs, outputs and gradients,
+one record per call of a module, and `Numbering` gives each call's series its fixed NN. What to watch is
+`catalog.Catalog`'s.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
@@ -16,70 +15,24 @@ import torch
 import torch.nn as nn
 from torch.utils.hooks import RemovableHandle
 
-# ---------------------------------------------------------------------------
-# the flat region of each activation, defined once
+from .kinds import FlatRule, finite_part, std
+from .tags import CALL_MARK, NONFINITE
 
-
-@dataclass(frozen=True)
-class FlatRule:
-    """Where an activation passes almost no gradient back.
-
-    `on` says which tensor the rule reads ("output" or "input" of the module), `flat`
-    maps that tensor to a boolean mask, `text` says it in words for legends.
-    """
-
-    on: str
-    flat: Callable[[torch.Tensor], torch.Tensor]
-    text: str
-
-
-SATURATION_THRESHOLD = 0.97  # |tanh| above it: tanh' = 1 - t^2 < 0.06, almost no gradient flows back
-FAR_BELOW_ZERO = -3.0  # GELU'(-3) = -0.012, SiLU'(-3) = -0.09, ELU'(-3) = 0.05: the smooth units' flat tail
-
-
-def bounded(threshold: float) -> FlatRule:
-    return FlatRule("output", lambda t: t.abs() > threshold, f"|t| > {threshold:g}")
-
-
-def flat_rules(saturation_threshold: float = SATURATION_THRESHOLD) -> dict[type, FlatRule]:
-    """Activation type -> its flat region. Sigmoid is tanh rescaled: s = (1 + tanh(x/2)) / 2, s' = (1 - (2s-1)^2) / 4."""
-    below = FlatRule("input", lambda x: x < FAR_BELOW_ZERO, f"x < {FAR_BELOW_ZERO:g}")
-    return {
-        nn.Tanh: bounded(saturation_threshold),
-        nn.Hardtanh: FlatRule("input", lambda x: x.abs() >= 1, "|x| >= 1"),
-        nn.Sigmoid: FlatRule("output", lambda s: (2 * s - 1).abs() > saturation_threshold,
-                             f"|2s - 1| > {saturation_threshold:g}"),
-        nn.ReLU: FlatRule("output", lambda t: t <= 0, "t <= 0"),
-        nn.LeakyReLU: FlatRule("input", lambda x: x <= 0, "x <= 0 (slope only negative_slope)"),
-        nn.GELU: below,
-        nn.SiLU: below,
-        nn.Mish: below,
-        nn.ELU: below,
-    }
-
-
-NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
-              nn.InstanceNorm3d, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
-
-
-def rule_for(module: nn.Module, rules: dict[type, FlatRule]) -> FlatRule | None:
-    return next((rule for cls in type(module).__mro__ if (rule := rules.get(cls)) is not None), None)
-
-
-def check_threshold(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise ValueError(f"saturation_threshold={value!r} must be in (0, 1): |tanh| (and |2 sigmoid - 1|) above it is flat")
-    return float(value)
-
-
-def activation_summary(x: torch.Tensor, t: torch.Tensor, rule: FlatRule | None) -> dict[str, float]:
-    """mean and std of the output `t`; with a rule, saturation (fraction of flat entries) and dead (fraction of
-    units flat for every example: the last dimension is the unit, every other one an example)."""
-    summary = {"mean": t.mean().item(), "std": t.std().item() if t.numel() > 1 else 0.0}
+def activation_summary(x: torch.Tensor | None, t: torch.Tensor, rule: FlatRule | None, dim: int = -1,
+                       ) -> dict[str, float]:
+    """mean and std of the output `t`'s finite entries, `nonfinite` (their complement's share) where it is not 0;
+    with a rule, saturation (fraction of finite entries in the flat region) and dead (fraction of units flat for
+    every example: `dim` is the units' dimension, every other one an example)."""
+    values, bad = finite_part(t)
+    summary = {"mean": values.mean().item() if values.numel() else math.nan, "std": std(values)}
+    if bad:
+        summary[NONFINITE] = bad
     if rule is not None and (rule.on == "output" or x is not None):
-        flat = rule.flat(t if rule.on == "output" else x)
+        read = t if rule.on == "output" else x
+        flat = rule.flat(read) & torch.isfinite(read) if bad or rule.on == "input" else rule.flat(read)
         summary["saturation"] = flat.float().mean().item()
-        summary["dead"] = flat.reshape(-1, flat.shape[-1]).all(dim=0).float().mean().item() if flat.dim() else 0.0
+        summary["dead"] = (flat.movedim(dim, -1).reshape(-1, flat.shape[dim]).all(dim=0).float().mean().item()
+                           if flat.dim() else 0.0)
     return summary
 
 
@@ -98,49 +51,48 @@ def update_ratio(new: torch.Tensor, old: torch.Tensor) -> float:
 
 
 # ---------------------------------------------------------------------------
-# what to watch
+# stable names
 
 
-def check_selection(modules: Sequence[str] | None, pattern: str | None) -> None:
-    if modules is not None and pattern is not None:
-        raise ValueError("give modules (a list of names) or pattern (a regex), not both")
-    if modules is not None and (isinstance(modules, str) or not all(isinstance(m, str) for m in modules)):
-        raise ValueError(f"modules={modules!r} must be a list of module names, such as ['model.hidden.0.act']")
-    if pattern is not None:
-        try:
-            re.compile(pattern)
-        except re.error as e:
-            raise ValueError(f"pattern={pattern!r} is not a regular expression ({e})") from None
+class Numbering:
+    """The NN of one tag family's series, the same on every step of a fit.
+
+    The watched modules are numbered in module-tree order; a module called k > 1 times per forward pass
+    takes k consecutive numbers, its series named `name@1` ... `name@k` (`tags.py`). The counts are those of
+    the first recorded step; a call first seen later is numbered after every other, and a module that does not
+    run on a step leaves a gap: no series is ever renamed.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        self.slots: dict[tuple[str, int], tuple[int, str]] = {}
+
+    def number(self, keys: Iterable[tuple[str, int]]) -> list[tuple[int, str, tuple[str, int]]]:
+        """(index, series name, record key) of the records `keys` ((module name, call)), in index order."""
+        keys = list(keys)
+        if not self.slots:
+            calls: dict[str, int] = {}
+            for name, k in keys:
+                calls[name] = max(calls.get(name, 0), k)
+            i = 0
+            for name in self.names:
+                n = calls.get(name, 1)
+                for k in range(1, n + 1):
+                    self.slots[(name, k)] = (i, name if n == 1 else f"{name}{CALL_MARK}{k}")
+                    i += 1
+        for name, k in keys:
+            if (name, k) not in self.slots:
+                self.slots[(name, k)] = (len(self.slots), f"{name}{CALL_MARK}{k}")
+        return sorted((*self.slots[key], key) for key in keys)
 
 
-def select_modules(
-    root: nn.Module, want: Callable[[nn.Module], bool], modules: Sequence[str] | None = None, pattern: str | None = None
-) -> list[tuple[str, nn.Module]]:
-    """(name, module) pairs to watch, in registration order: those `want` accepts, or the named ones, or the
-    ones whose name matches `pattern`. An unknown name is refused with the names that exist."""
-    named = [(name, m) for name, m in root.named_modules() if name]
-    if modules is not None:
-        index = dict(named)
-        missing = [n for n in modules if n not in index]
-        if missing:
-            found = ", ".join(n for n, m in named if want(m)) or "none of the known types"
-            raise ValueError(f"no module named {', '.join(map(repr, missing))} in {type(root).__name__}; "
-                             f"activations found: {found}")
-        return [(n, index[n]) for n in modules]
-    if pattern is not None:
-        return [(n, m) for n, m in named if re.search(pattern, n)]
-    return [(n, m) for n, m in named if want(m)]
-
-
-def weight_matrices(root: nn.Module) -> list[tuple[int, str, nn.Parameter]]:
-    """(index, name, parameter) of every trainable parameter of 2 or more dimensions, in parameter order."""
-    matrices = [(name, p) for name, p in root.named_parameters() if p.dim() >= 2 and p.requires_grad]
-    return [(j, name, p) for j, (name, p) in enumerate(matrices)]
+# ---------------------------------------------------------------------------
+# the hooks
 
 
 @dataclass(frozen=True)
 class Want:
-    """What a `Recorder` keeps of one module's first call in a step."""
+    """What a `Recorder` keeps of each call of one module in a forward pass."""
 
     inputs: bool = False
     outputs: bool = False
@@ -150,7 +102,7 @@ class Want:
         return Want(self.inputs or other.inputs, self.outputs or other.outputs, self.grads or other.grads)
 
 
-def keep_positions(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def keep_positions(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
     """The entries of `t` at the positions `mask` keeps (a boolean tensor over the batch's positions, say (B, T)).
 
     A tensor shaped (*mask.shape, units), such as a sequence model's (B, T, C) activations, keeps
@@ -167,39 +119,61 @@ def keep_positions(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return None
 
 
-class Recorder:
-    """Hooks on watched modules, for one step: each module's first input, output and output gradient.
+Key = tuple[str, int]  # (module name, call number from 1 within one forward pass)
+Extract = Callable[[nn.Module, tuple, dict, Any], "torch.Tensor | None"]
 
-    The input is read in a forward *pre*-hook, before the module runs, so an in-place activation
-    (`LeakyReLU(inplace=True)`) cannot have overwritten it; the output and its gradient in a
-    forward hook. The order in which the modules first run is the forward order (`order`). Only
-    the first call of each module is kept: a module called twice, or several forward passes in a
-    step (gradient accumulation), would mix other inputs in. With a `mask` over the batch's
-    positions, only the positions it keeps are recorded (`keep_positions`); the modules whose
-    tensors it cannot apply to are listed in `unmasked`. `remove()` detaches every hook.
+
+def first_tensor(output: Any) -> torch.Tensor | None:
+    """A module's output tensor: itself, or the first tensor of a tuple (a module that returns extras)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        return next((o for o in output if isinstance(o, torch.Tensor)), None)
+    return None
+
+
+class Recorder:
+    """Hooks on watched modules, for one forward pass: every call's input, output and output gradient.
+
+    Each call of a module is its own record, keyed (name, call): a module called twice per forward pass
+    (torchvision's BasicBlock's one ReLU) gives two. `close()` ends the forward pass being recorded: the
+    next micro-batches of a step (gradient accumulation) are other forward passes, not more calls. The
+    input is read in a forward *pre*-hook, before the module runs, so an in-place activation cannot have
+    overwritten it; the output and its gradient in a forward hook (the first tensor of a tuple output, or
+    what an `extract` function makes of the call: the attention logits; where it finds none, the call is
+    listed in `hidden`). With a `mask` over the batch's positions, only the positions it keeps are
+    recorded (`keep_positions`); the modules whose tensors it cannot apply to are listed in `unmasked`.
+    `remove()` detaches every hook.
     """
 
-    def __init__(self, modules: Iterable[tuple[str, nn.Module]] = (), inputs: bool = False, outputs: bool = False,
-                 grads: bool = False, mask: torch.Tensor | None = None):
-        self.order: list[str] = []
-        self.inputs: dict[str, torch.Tensor] = {}
-        self.outputs: dict[str, torch.Tensor] = {}
-        self.grads: dict[str, torch.Tensor] = {}
+    def __init__(self, mask: torch.Tensor | None = None):
+        self.order: list[Key] = []
+        self.inputs: dict[Key, torch.Tensor] = {}
+        self.outputs: dict[Key, torch.Tensor] = {}
+        self.grads: dict[Key, torch.Tensor] = {}
+        self.hidden: set[Key] = set()
         self.unmasked: set[str] = set()
         self.mask = mask
+        self.open = True
+        self.calls: dict[str, int] = {}
+        self.pending: dict[str, list[torch.Tensor | None]] = {}
         self.want: dict[str, Want] = {}
+        self.extract: dict[str, Extract] = {}
         self.handles: list[RemovableHandle] = []
-        self.attach(modules, Want(inputs, outputs, grads))
 
-    def attach(self, modules: Iterable[tuple[str, nn.Module]], want: Want) -> None:
+    def attach(self, modules: Iterable[tuple[str, nn.Module]], want: Want, extract: Extract | None = None) -> None:
         """Record `want` of these modules too (a module attached twice is hooked once, with both wants)."""
         for name, module in modules:
             had = self.want.get(name)
             self.want[name] = want if had is None else had | want
+            if extract is not None:
+                self.extract[name] = extract
             if had is None:
-                self.handles.append(module.register_forward_hook(self.forward_hook(name)))
-            if want.inputs and not (had and had.inputs):
                 self.handles.append(module.register_forward_pre_hook(self.pre_hook(name), with_kwargs=True))
+                self.handles.append(module.register_forward_hook(self.forward_hook(name), with_kwargs=True))
+
+    def close(self) -> None:
+        self.open = False
 
     def kept(self, name: str, t: torch.Tensor) -> torch.Tensor:
         kept = keep_positions(t, self.mask)
@@ -210,29 +184,43 @@ class Recorder:
 
     def pre_hook(self, name: str):
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if not self.open:
+                return
             x = args[0] if args else next(iter(kwargs.values()), None)  # the input, however it was passed
-            if name not in self.inputs and isinstance(x, torch.Tensor):
-                # copied: an in-place module (or a later in-place op) overwrites the tensor itself
-                self.inputs[name] = self.kept(name, x.detach()).clone()
+            keep = self.want[name].inputs and isinstance(x, torch.Tensor)
+            # copied: an in-place module (or a later in-place op) overwrites the tensor itself
+            self.pending.setdefault(name, []).append(self.kept(name, x.detach()).clone() if keep else None)
 
         return hook
 
     def forward_hook(self, name: str):
-        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            if name in self.order or not isinstance(output, torch.Tensor):
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+            if not self.open:
                 return
-            self.order.append(name)
+            x = self.pending[name].pop() if self.pending.get(name) else None
+            extract = self.extract.get(name)
+            t = extract(module, args, kwargs, output) if extract is not None else first_tensor(output)
+            if isinstance(t, tuple):  # a function's (input, output): a functional activation
+                preact, t = t
+                x = self.kept(name, preact.detach()) if self.want[name].inputs else None
+            self.calls[name] = k = self.calls.get(name, 0) + 1
+            key = (name, k)
+            self.order.append(key)
+            if t is None:
+                self.hidden.add(key)
+                return
             want = self.want[name]
+            if x is not None:
+                self.inputs[key] = x
             if want.outputs:
-                self.outputs[name] = self.kept(name, output.detach())
-            if want.grads and output.requires_grad:
-                self.handles.append(output.register_hook(
-                    lambda g: self.grads.__setitem__(name, self.kept(name, g.detach()))))
+                self.outputs[key] = self.kept(name, t.detach())
+            if want.grads and t.requires_grad:
+                self.handles.append(t.register_hook(lambda g: self.grads.__setitem__(key, self.kept(name, g.detach()))))
 
         return hook
 
     def view(self, names: Iterable[str]) -> "Records":
-        """The records of `names` alone, indexed by their own forward order."""
+        """The records of the modules `names` alone."""
         return Records(self, set(names))
 
     def remove(self) -> None:
@@ -242,15 +230,12 @@ class Recorder:
 
 
 class Records:
-    """One probe's share of a `Recorder`: the same tensors, its own modules' forward order."""
+    """One probe's share of a `Recorder`: the same tensors, its own modules' calls in forward order."""
 
     def __init__(self, recorder: Recorder, names: set[str]):
-        self.order = [name for name in recorder.order if name in names]
+        self.order = [key for key in recorder.order if key[0] in names]
         self.inputs, self.outputs, self.grads = recorder.inputs, recorder.outputs, recorder.grads
-
-    def indexed(self) -> list[tuple[int, str]]:
-        """(forward index, name) of every module of this view that ran."""
-        return list(enumerate(self.order))
+        self.hidden = recorder.hidden
 
 
 # ---------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -10,7 +10,8 @@ import torch.nn as nn
 from lightning.pytorch.utilities import rank_zero_warn
 from matplotlib import rc_context
 
-from .base import SATURATION_THRESHOLD, Want, activation_summary, check_interval
+from .base import Want, activation_summary
+from .kinds import SATURATION_THRESHOLD, finite_part, std
 from .plots import LEGIBLE, THUMBNAIL, distributions, new_axes, render, update_ratios
 from .probe import ModuleProbe, Step
 from .schedule import Due, Schedule
@@ -62,6 +63,7 @@ class Figures(ModuleProbe):
         self.warned: set[str] = set()
         self.step: int | None = None  # the step being drawn
         self.recorder = None  # its records, while drawing
+        self.drawn: list = []  # (index, series name, record key) of the calls drawn
 
     def check(self, schedule: Schedule) -> None:
         if schedule.figures_every_n_steps is None:
@@ -92,12 +94,13 @@ class Figures(ModuleProbe):
         for name, ratio in step.update_ratios().items():
             self.history.setdefault(name, []).append((step.global_step, ratio))
         writers = step.writers("image") if step.due.figures else []
-        self.step, self.recorder = step.global_step, self.records(step)
+        self.step, self.recorder = step.global_step, step.recorder
+        self.drawn = [(i, series, key) for i, series, key in self.series(step) if key in step.recorder.outputs]
         try:
-            if writers and self.recorder.order:
+            if writers and self.drawn:
                 self.draw(writers)
         finally:
-            self.step, self.recorder, self.weight_grads = None, None, []
+            self.step, self.recorder, self.drawn, self.weight_grads = None, None, [], []
 
     def draw(self, writers: list[Any]) -> None:
         with rc_context(LEGIBLE):
@@ -111,6 +114,10 @@ class Figures(ModuleProbe):
                 history = {short(name): points for name, points in self.history.items()}
                 figures["update_ratios"] = update_ratios(history, f"update:data ratio, steps 0-{self.step}", THUMBNAIL)
             images = {name: render(fig) for name, fig in figures.items()}
+        # Rendered here once, then handed to every writer that takes images, rather than SummaryWriter.add_figure:
+        # that would fit the "writers that take a kind" scheme (kind "figure"), but it renders once per writer and
+        # imports matplotlib.pyplot (a global backend and figure manager) to close each figure; plots.py keeps to
+        # the object API, with no global state
         group = FIGURES_AT_START if self.step == 0 else FIGURES
         for name, image in images.items():
             for writer in writers:
@@ -127,16 +134,16 @@ class Figures(ModuleProbe):
 
     def activations_figure(self):
         curves = []
-        for i, name in self.recorder.indexed():
-            t = self.recorder.outputs[name]
-            s = activation_summary(self.recorder.inputs.get(name), t, self.rule_of[name])
+        for i, series, key in self.drawn:
+            t = self.recorder.outputs[key]
+            s = activation_summary(self.recorder.inputs.get(key), t, self.rule_of[key[0]], self.unit_dim(key[0], t))
             flat = f", {s['saturation']:.0%} flat" if "saturation" in s else ""
             curves.append((f"{i}: std {s['std']:.2f}{flat}", *density(t)))
         return distributions(f"activations, step {self.step}", "output (legend: layer)", curves, THUMBNAIL)
 
     def activation_grads_figure(self):
-        curves = [(f"{i}: std {g.std().item():.1e}", *density(g))
-                  for i, name in self.recorder.indexed() if (g := self.recorder.grads.get(name)) is not None]
+        curves = [(f"{i}: std {std(finite_part(g)[0]):.1e}", *density(g))
+                  for i, _, key in self.drawn if (g := self.recorder.grads.get(key)) is not None]
         return distributions(f"activation gradients, step {self.step}", "d loss / d output (legend: layer)", curves,
                              THUMBNAIL)
 
@@ -146,19 +153,20 @@ class Figures(ModuleProbe):
                              THUMBNAIL)
 
     def saturation_map_figure(self):
-        order = self.recorder.order
+        order = self.drawn
         if not -len(order) <= self.saturation_layer < len(order) and "saturation_layer" not in self.warned:
             self.warned.add("saturation_layer")
             rank_zero_warn(f"{type(self).__name__}: saturation_layer={self.saturation_layer} is out of range for "
                            f"{len(order)} watched modules ({-len(order)}..{len(order) - 1}); drawing the last one")
-        name = order[self.saturation_layer] if -len(order) <= self.saturation_layer < len(order) else order[-1]
-        rule, t = self.rule_of[name], self.recorder.outputs[name]
+        _, name, key = order[self.saturation_layer] if -len(order) <= self.saturation_layer < len(order) else order[-1]
+        rule, t = self.rule_of[key[0]], self.recorder.outputs[key]
         fig, ax = new_axes(f"{short(name)}, step {self.step}", "example", "unit", THUMBNAIL)
         if rule is None:
-            ax.set_title(f"{short(name)}: no flat region defined for {type(dict(self.watched)[name]).__name__}")
+            ax.set_title(f"{short(name)}: no flat region defined for {type(dict(self.watched)[key[0]]).__name__}")
             return fig
-        flat = rule.flat(t if rule.on == "output" else self.recorder.inputs[name])
-        flat = flat.reshape(-1, flat.shape[-1]).T  # (units, examples)
+        flat = rule.flat(t if rule.on == "output" else self.recorder.inputs[key])
+        dim = self.unit_dim(key[0], flat)
+        flat = flat.movedim(dim, -1).reshape(-1, flat.shape[dim]).T  # (units, examples)
         ax.set_title(f"{short(name)}, step {self.step}: {flat.float().mean().item():.0%} white,\n"
                      f"where {rule.text} (flat)")
         ax.imshow(flat.cpu().numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")

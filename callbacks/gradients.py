@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import math
 
-import torch
+from typing import Sequence
+
 import torch.nn as nn
 
 from .base import Want
-from .probe import ModuleProbe, Step
+from .kinds import finite_part, std
+from .probe import ModuleProbe, Step, histogram
 from .schedule import Due
-from .tags import GRAD, GRAD_DATA_RATIO, HISTOGRAM_BINS, WEIGHT_GRAD, tag
+from .tags import GRAD, GRAD_DATA_RATIO, NONFINITE, WEIGHT_GRAD, tag
 
 
 class Gradients(ModuleProbe):
     """The gradients of a recording step, before the optimizer uses them.
 
     Scalars (on the scalar steps):
-        grad/i.path/mean, grad/i.path/std   d loss / d (output of activation module i, in forward order)
+        grad/i.path/mean, grad/i.path/std   d loss / d (output of activation i: its call, as `Activations`
+                                            numbers it), of the finite entries; grad/i.path/nonfinite where not 0
         grad_data_ratio/j.name              grad.std() / weight.std() of every parameter of 2 or more
                                             dimensions (j: parameter order), e.g. `model.hidden.0.linear.weight`
     Histograms (on the histogram steps), to loggers that take them:
@@ -43,17 +46,20 @@ class Gradients(ModuleProbe):
         return [(name, m, Want(grads=True)) for name, m in self.watched]
 
     def before_update(self, step: Step) -> None:
-        records, n, scalars = self.records(step), step.global_step, step.due.scalars
+        n, scalars = step.global_step, step.due.scalars
         histograms = step.writers("histogram") if step.due.histograms else []
-        for i, name in records.indexed():
-            g = records.grads.get(name)
+        for i, series, key in self.series(step):
+            g = step.recorder.grads.get(key)
             if g is None:
                 continue  # no gradient reached it (a frozen branch)
             if scalars:
-                step.scalars[tag(GRAD, i, name, "mean")] = g.mean().item()
-                step.scalars[tag(GRAD, i, name, "std")] = g.std().item()
+                values, bad = finite_part(g)
+                step.scalars[tag(GRAD, i, series, "mean")] = values.mean().item() if values.numel() else math.nan
+                step.scalars[tag(GRAD, i, series, "std")] = std(values)
+                if bad:
+                    step.scalars[tag(GRAD, i, series, NONFINITE)] = bad
             for writer in histograms:
-                writer.add_histogram(tag(GRAD, i, name), g, global_step=n, bins=HISTOGRAM_BINS)
+                histogram(writer, tag(GRAD, i, series), g, n)
         ratios = step.grad_data_ratios() if scalars else {}
         for j, name, p in step.matrices:
             if p.grad is None:
@@ -61,4 +67,4 @@ class Gradients(ModuleProbe):
             if scalars:
                 step.scalars[tag(GRAD_DATA_RATIO, j, name)] = ratios[name]
             for writer in histograms:
-                writer.add_histogram(tag(WEIGHT_GRAD, j, name), p.grad, global_step=n, bins=HISTOGRAM_BINS)
+                histogram(writer, tag(WEIGHT_GRAD, j, name), p.grad, n)

@@ -15,11 +15,11 @@ import torch
 import torch.nn as nn
 from lightning.pytorch.utilities import rank_zero_warn
 
-from .base import (
-    SATURATION_THRESHOLD, FlatRule, Records, Recorder, Want, check_selection, check_threshold, flat_rules,
-    grad_data_ratio, rule_for, select_modules, update_ratio,
-)
+from .base import Key, Numbering, Recorder, Want, grad_data_ratio, update_ratio
+from .catalog import Catalog, check_selection, select_modules
+from .kinds import SATURATION_THRESHOLD, FlatRule, check_threshold, finite_part, flat_rule
 from .schedule import Due, Schedule
+from .tags import HISTOGRAM_BINS
 
 
 class Step:
@@ -28,7 +28,8 @@ class Step:
     `global_step` is the step's number, `due` what the schedule asks of it, `recorder` the hooks'
     records (`view(names)` gives a probe its own modules), `matrices` the (index, name, parameter) of
     every weight of 2 or more dimensions, `before` those weights before the update (when a probe
-    asked for them), `scalars` what is written to every logger when the step ends.
+    asked for them), `scalars` what is written to every logger when the step ends, `loss` the training
+    loss of its first forward pass.
     """
 
     def __init__(self, global_step: int, due: Due, probes: Sequence["Probe"], recorder: Recorder,
@@ -42,6 +43,7 @@ class Step:
         self.optimizers = optimizers  # the Trainer's, for what the learning rate is at this step
         self.ratios: dict[str, float] | None = None
         self.updates: dict[str, float] | None = None
+        self.loss: float | None = None
 
     def grad_data_ratios(self) -> dict[str, float]:
         """std(grad) / std(weight) of each weight matrix with a gradient; read before the update, computed once."""
@@ -69,8 +71,9 @@ class Probe:
     def reset(self) -> None:
         """A fit starts (before a checkpoint restores the state): forget anything of a previous fit."""
 
-    def setup(self, root: nn.Module) -> None:
-        """At fit start, once `configure_model` has built the model: find what to watch in `root`."""
+    def setup(self, root: nn.Module, catalog: Catalog) -> None:
+        """At fit start, once `configure_model` has built the model: find what to watch in `root` (the catalog
+        holds what `Diagnostics` found in it)."""
 
     def active(self, due: Due) -> bool:
         """Whether the probe records anything on a step where `due` is due."""
@@ -79,6 +82,8 @@ class Probe:
     def watch(self, due: Due) -> list[tuple[str, nn.Module, Want]]:
         """The modules to hook on such a step, and what to keep of each."""
         return []
+
+    extract = None  # a function (module, args, kwargs, output) -> the tensor to record, for outputs that are not one
 
     def wants_snapshot(self, due: Due) -> bool:
         """Whether it needs the weights as they were before the update (`Step.before`)."""
@@ -98,7 +103,9 @@ class Probe:
 
 
 class ModuleProbe(Probe):
-    """A probe of chosen modules: the activations found by type, or `modules` (names) / `pattern` (a regex)."""
+    """A probe of chosen modules: the activations the catalog found, or `modules` (names) / `pattern` (a regex).
+
+    Each probe numbers its series itself (`Numbering`): module-tree order, fixed at the first recorded step."""
 
     def __init__(self, modules: Sequence[str] | None = None, pattern: str | None = None,
                  saturation_threshold: float = SATURATION_THRESHOLD) -> None:
@@ -106,24 +113,45 @@ class ModuleProbe(Probe):
         self.modules = list(modules) if modules is not None else None
         self.pattern = pattern
         self.saturation_threshold = check_threshold(saturation_threshold)
-        self.rules = flat_rules(self.saturation_threshold)
+        self.catalog: Catalog | None = None
         self.watched: list[tuple[str, nn.Module]] = []
         self.rule_of: dict[str, FlatRule | None] = {}  # each watched module's flat region, None for a non-activation
+        self.numbering = Numbering([])
 
-    def setup(self, root: nn.Module) -> None:
-        self.watched = select_modules(root, lambda m: rule_for(m, self.rules) is not None, self.modules, self.pattern)
-        self.rule_of = {name: rule_for(m, self.rules) for name, m in self.watched}
-        if not self.watched:
+    def discovered(self, catalog: Catalog) -> list[str]:
+        """What the probe watches by default: the activations."""
+        return list(catalog.kinds)
+
+    def setup(self, root: nn.Module, catalog: Catalog) -> None:
+        self.catalog = catalog
+        names = select_modules(catalog, self.discovered(catalog), self.modules, self.pattern)
+        self.watched = [(name, catalog.modules[name]) for name in names]
+        self.rule_of = {name: flat_rule(catalog.kinds.get(name), catalog.modules[name], self.saturation_threshold)
+                        for name in names}
+        self.numbering = Numbering(names)
+        if not names:
             what = (f"no module of {type(root).__name__} matches pattern={self.pattern!r}"
-                    if self.pattern is not None else
-                    f"{type(root).__name__} has no activation modules of a known type "
-                    f"({', '.join(t.__name__ for t in self.rules)}); give modules=[...] or pattern=... to watch")
+                    if self.pattern is not None else self.nothing(root))
             rank_zero_warn(f"{type(self).__name__}: {what}")
+
+    def nothing(self, root: nn.Module) -> str:
+        return (f"{type(root).__name__} has no activation modules of a known kind; give modules=[...] or "
+                "pattern=... to watch, or Diagnostics(activations={MyAct: 'gelu'})")
 
     def reads_input(self, name: str) -> bool:
         rule = self.rule_of[name]
         return rule is not None and rule.on == "input"
 
-    def records(self, step: Step) -> Records:
-        return step.recorder.view(self.rule_of)
+    def series(self, step: Step) -> list[tuple[int, str, Key]]:
+        """(index, series name, record key) of every call of the watched modules recorded this step."""
+        return self.numbering.number(step.recorder.view(self.rule_of).order)
 
+    def unit_dim(self, name: str, t: torch.Tensor) -> int:
+        return self.catalog.unit_dim(name, t.dim())
+
+
+def histogram(writer: Any, tag: str, t: torch.Tensor, step: int) -> None:
+    """A histogram of the finite values (TensorBoard refuses a non-finite range); none when there are none."""
+    values, _ = finite_part(t.detach())
+    if values.numel():
+        writer.add_histogram(tag, values, global_step=step, bins=HISTOGRAM_BINS)

@@ -1,16 +1,28 @@
 """The diagnostics' tag names, defined once: the callbacks write them, namegen's summary, report and diagnosis
 read them back. Plain Python (no torch), so readers stay light.
 
-A per-layer tag is `family/NN.name[/stat]`: NN is the forward order (activations, norms) or the
-parameter order (weights), two digits so TensorBoard's lexical sort shows depth top to bottom.
+A per-layer tag is `family/NN.name[/stat]`: NN is the module-tree order (activations, norms, attention) or the
+parameter order (weights), two digits so TensorBoard's lexical sort shows depth top to bottom. NN is fixed when a
+fit first records and the same on every step: a layer that skips a step (LayerDrop, an MoE expert without tokens)
+leaves a gap and renames nothing. `name` is the module's path as the user wrote the model (never torch.compile's
+`_orig_mod.`); a module called k > 1 times per forward pass (torchvision's BasicBlock calls its one ReLU twice)
+has one series per call, `name@1` ... `name@k`, with consecutive NNs (`base.Numbering`).
+
+Stats that say what could not be measured (read by the diagnosis):
+    act/NN.name/nonfinite, grad/NN.name/nonfinite   share of NaN/inf entries, written only where it is not 0: the
+                                                    first step and the lowest NN with one are where a run diverged
+    attn/NN.name/fused                              1 where the module ran but a fused kernel (SDPA) hid its
+                                                    attention logits: "attention not observed (fused)"
 """
 
 from __future__ import annotations
 
 import re
 
+CALL_MARK = "@"  # a module called k times per forward pass: `name@1` ... `name@k`, one series per call
 ACT, PREACT, GRAD, NORM = "act", "preact", "grad", "norm"
-ATTN = "attn"  # a Transformer's attention logits (conf/callbacks/attention.yaml: an Activations probe with family=ATTN)
+ATTN = "attn"  # attention logits: callbacks.Attention (any model), or conf/callbacks/attention.yaml's Activations probe
+NONFINITE, FUSED = "nonfinite", "fused"
 GRAD_DATA_RATIO, WEIGHT_GRAD, UPDATE_RATIO = "grad_data_ratio", "weight_grad", "update_ratio"
 FIGURES = "figures"
 # the step-0 figures, the lesson's "before", in cards of their own (no slider to drag back); sorted before FIGURES

@@ -22,6 +22,8 @@ from namegen.diagnosis import (
 )
 
 MLP_RULES = tuple(r for r in RULE_NAMES if r != "attention")  # an MLP has no attention to judge
+from functools import cache
+
 from conftest import make_cfg
 import namegen.resolvers  # noqa: F401  a composed config's interpolations use them
 from namegen.diagnosis.config import RunConfig, parse
@@ -242,11 +244,17 @@ def test_non_finite_tail_values_are_skipped():
 # -- gradients -----------------------------------------------------------------------------------------------------
 
 
+@cache
+def mlp() -> RunConfig:
+    """namegen's default MLP: a plain chain of layers, where the first/last gradient ratio is the layers' gain."""
+    return RunConfig(make_cfg(Path("unused")))
+
+
 def test_vanishing_gradients_with_the_trend_across_depth():
     s = healthy()
     for i, g in enumerate([1e-6, 1e-5, 1e-4, 5e-4, 1e-3]):
         s[f"{grad(i)}/std"] = [(0, g), (500, 1e-3), (1000, 1e-3), (1499, 1e-3)]
-    d = diagnose(s)
+    d = diagnose(s, config=mlp())
     f = only(d, "vanishing_gradients")
     assert "exploding_gradients" not in names(d)
     assert f.layers == ("model.hidden.0.act", "model.hidden.4.act") and f.steps == (0,)
@@ -258,9 +266,9 @@ def test_exploding_gradients_not_monotone_and_threshold():
     s = healthy()
     for i, g in enumerate([1.0, 0.01, 0.5, 0.2, 0.05]):
         s[f"{grad(i)}/std"] = const(g)
-    f = only(diagnose(s), "exploding_gradients")
+    f = only(diagnose(s, config=mlp()), "exploding_gradients")
     assert f.steps == (0, 1499) and "not monotonically" in f.measured and "ratio 20" in f.measured
-    assert "gradients" not in diagnose(s, thresholds=Thresholds(gradient_ratio=50)).health
+    assert "gradients" not in diagnose(s, thresholds=Thresholds(gradient_ratio=50), config=mlp()).health
 
 
 def test_level_gradients_are_fine_and_one_layer_is_not_checked():
@@ -278,9 +286,22 @@ def test_layers_sort_by_index_not_by_tag_text():
     for k, i in reversed(list(enumerate(order))):
         path = f"{chr(ord('z') - k)}.act"
         s[f"grad/{i:02d}.{path}/std"] = [(0, 10.0 ** -(len(order) - 1 - k))]  # grows toward the output
-    f = only(diagnose(s), "vanishing_gradients")
+    f = only(diagnose(s, config=mlp()), "vanishing_gradients")
     assert f.layers == ("z.act", f"{chr(ord('z') - 11)}.act")
     assert "at every layer toward the input" in f.measured
+
+
+def test_a_gradient_spread_outside_a_known_chain_is_a_note_unless_another_harm_joins_it():
+    """A healthy ResNet's skip connections grow the gradient toward the input, BERT's masked-LM head shrinks the
+    last one: out of a plain chain the ratio is no per-layer gain. Alone, a note; beside a confident start, a finding."""
+    s = healthy()
+    for i, g in enumerate([1.0, 0.5, 0.2, 0.1, 0.01]):
+        s[f"{grad(i)}/std"] = const(g)
+    alone = diagnose(s)  # someone else's module: no config, shape unknown
+    assert alone.health == "healthy" and "exploding_gradients" in [n.name for n in alone.notes]
+    assert "exploding_gradients" in diagnose(s, config=mlp()).health.split(",")
+    s["init/loss"] = [(0, 20.0)]
+    assert {"confident_start", "exploding_gradients"} <= set(diagnose(s).health.split(","))
 
 
 # -- learning rate ---------------------------------------------------------------------------------------------------
@@ -611,3 +632,35 @@ def test_diagnose_path_reads_a_run_and_a_sweep_of_event_files(tmp_path):
     assert "## Diagnosis: init=naive" in text and f"init/loss 19.5 = {19.5 / LOG_V:.1f} x log(V)" in text
     assert report_text(kaiming).startswith("# Diagnosis: init=kaiming\n\n**Health: healthy**")
     assert not (naive / "diagnosis.json").exists()  # reading a diagnosis writes nothing
+
+
+# -- what the callbacks record of someone else's network (issue 26) ----------------------------------------------------
+
+
+def test_non_finite_values_the_callbacks_counted_are_a_divergence_at_their_first_step_and_layer():
+    """No result.json, no train/loss: the run's only trace of its blow-up is the callbacks' `nonfinite` counts."""
+    s = healthy()
+    del s["train/loss"]
+    s[f"{act(3)}/nonfinite"] = [(1000, 0.5), (1499, 1.0)]
+    s[f"{act(1)}/nonfinite"] = [(1499, 1.0)]  # later: the blow-up spread forward
+    f = only(diagnose(s), "diverged")
+    assert f.layers == ("model.hidden.3.act",) and f.steps == (1000,)
+    assert "non-finite values in model.hidden.3.act from step 1000" in f.measured
+
+
+def test_a_module_called_twice_is_judged_as_its_kind_in_each_call():
+    """`name@2` is the second call of `name`: a ReLU's 50% flat is healthy in both calls, a tanh's is not."""
+    s = healthy(depth=0)
+    for call in ("net.act@1", "net.act@2"):
+        s.update({f"act/0{call[-1]}.{call}/mean": const(0.4), f"act/0{call[-1]}.{call}/std": const(0.6),
+                  f"act/0{call[-1]}.{call}/saturation": const(0.5)})
+    assert names(diagnose(s, activations={"net.act": "relu"})) == []
+    assert only(diagnose(s, activations={"net.act": "tanh"}), "saturated").layers == ("net.act@1", "net.act@2")
+
+
+def test_attention_hidden_by_a_fused_kernel_is_said_so_not_called_not_applicable():
+    s = healthy()
+    s["attn/05.h.0.attn/fused"] = const(1.0)
+    d = diagnose(s)
+    assert "attention" not in d.not_applicable and "attention" not in d.checked
+    assert "attention not observed: fused kernel" in str(d.missing)

@@ -228,29 +228,21 @@ def test_namegen_diagnoses_a_run_of_someone_elses_module(readme_run):
 
 
 def test_the_hugging_face_example_observes_what_the_readme_says(tmp_path):
-    """GPT-2 under Diagnostics: its GELU modules (by name) get mean and std but no saturation; each LayerNorm's input
-    scale and every weight matrix's update ratio are recorded, the tied lm_head once (as wte); its attention and
-    its loss (not logged by the module) are not. Without the names, the callback warns that it found none."""
+    """GPT-2 under Diagnostics(): its NewGELUActivation modules found by what they compute (saturation included),
+    each LayerNorm's input scale, every weight matrix's update ratio (the tied lm_head once, as wte), the attention
+    logits of the eager implementation, the loss the step returns and log V; no warning of an unknown module."""
     pytest.importorskip("transformers")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        example = readme_example("class TinyGPT2", tmp_path)
+        readme_example("class TinyGPT2", tmp_path)
     tags = set(read_events(tmp_path / "runs" / "gpt2" / "version_0").Tags()["scalars"])
     h0 = "model.transformer.h.0"
-    assert {f"act/00.{h0}.mlp.act/std", f"act/00.{h0}.mlp.act/mean", f"grad/00.{h0}.mlp.act/std",
-            f"norm/00.{h0}.ln_1/in_std", f"norm/04.model.transformer.ln_f/in_std",
-            f"update_ratio/02.{h0}.attn.c_attn.weight", "update_ratio/00.model.transformer.wte.weight"} <= tags
-    assert not [t for t in tags if t.endswith(("/saturation", "/dead")) or "lm_head" in t or "attn/" in t
-                or "loss" in t]
-    assert not any("no activation modules" in str(w.message) for w in caught)  # the named modules were found
-    from namegen.callbacks import Activations
-
-    with warnings.catch_warnings(record=True) as caught:  # by type (the default), GPT-2 has none: said in one warning
-        warnings.simplefilter("always")
-        Activations().setup(example["TinyGPT2"]())
-    assert [str(w.message) for w in caught if "no activation modules" in str(w.message)] == [
-        "Activations: TinyGPT2 has no activation modules of a known type (Tanh, Hardtanh, Sigmoid, ReLU, LeakyReLU, "
-        "GELU, SiLU, Mish, ELU); give modules=[...] or pattern=... to watch"]
+    assert {f"act/00.{h0}.mlp.act/std", f"act/00.{h0}.mlp.act/saturation", f"grad/00.{h0}.mlp.act/std",
+            f"norm/00.{h0}.ln_1/in_std", "norm/04.model.transformer.ln_f/in_std", f"attn/00.{h0}.attn/std",
+            f"update_ratio/02.{h0}.attn.c_attn.weight", "update_ratio/00.model.transformer.wte.weight",
+            "diagnostics/loss", "diagnostics/uniform_loss"} <= tags
+    assert not [t for t in tags if "lm_head" in t or t.endswith("/fused")]
+    assert not [w for w in caught if str(w.message).startswith(("Diagnostics", "Activations", "Attention"))]
 
 
 def test_the_readme_is_a_front_door_and_every_link_in_the_docs_resolves():

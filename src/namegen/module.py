@@ -84,8 +84,8 @@ class NameGen(L.LightningModule):
         init: `scheme` (naive, kaiming, pytorch), `gain`, `output_scale`.
         diverge_factor: a loss above this many times the initial loss counts as diverged, like a non-finite one.
         compile: train through a `torch.compile`d copy of the model's forward (not a hyperparameter: it changes
-            the speed, and the float rounding of fused kernels, not the model). Steps that a callback records
-            (its `records_at(step)` is True), validation and testing run the eager model, with its hooks.
+            the speed, and the float rounding of fused kernels, not the model). Validation and testing run the
+            eager model; the diagnostics run their recording steps eagerly themselves (`Diagnostics`).
 
     Logged to every attached logger, against the optimizer step: `train/loss` at step 0 and every
     `log_every_n_steps`, `val/loss` at each validation, `test/loss`, and `init/loss` (the loss before any
@@ -117,8 +117,6 @@ class NameGen(L.LightningModule):
         # registered as a submodule and no `_orig_mod.` key reaches a state dict. torch.compile is lazy: the
         # first call compiles (and may fail, see step_model).
         self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = torch.compile(self.model.forward) if compile else None
-        self.compile_checked = False  # the first compiled call succeeded
-        self.recorders: list[Any] = []  # the callbacks that say which steps they record (records_at)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning records the running hook's name on the module about 44 times a step, and nn.Module.__setattr__
@@ -156,23 +154,20 @@ class NameGen(L.LightningModule):
         return held if self.init_loss is None else {"init/loss": self.init_loss, **held}
 
     def step_model(self, x: torch.Tensor) -> torch.Tensor:
-        """The model's logits for a training step: eager on every step a callback records (Dynamo would run a
-        compiled step without the hooks the callback added for it: skip_nnmodule_hook_guards), compiled otherwise."""
-        if self.compiled is None or any(cb.records_at(self.global_step) for cb in self.recorders):
+        """The model's logits for a training step, through the compiled forward when there is one (a callback that
+        hooks modules runs its steps eagerly with torch.compiler.set_stance, as `Diagnostics` does, so the first
+        compiled call may come on any step: every call is guarded, at no cost while nothing fails)."""
+        if self.compiled is None:
             return self.model(x)
-        if self.compile_checked:
-            return self.compiled(x)
         try:
-            logits = self.compiled(x)  # compiles the graph, then runs it: nothing has run if compiling fails
+            return self.compiled(x)  # the first compiled call compiles the graph: nothing has run if that fails
         except Exception as e:  # no C++ compiler, an op Inductor cannot lower, ...: any of torch's many errors
             reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
             if self.trainer.is_global_zero:
                 log.warning("compile: torch.compile failed (%s: %s); training on without compiling (compile=false "
                             "skips the attempt)", type(e).__name__, reason[:200])
             self.compiled = None
-            return self.model(x)
-        self.compile_checked = True
-        return logits
+            return self.model(x)  # an error of the model itself raises again here, uncompiled
 
     def lightning_logs_at(self, step: int) -> bool:
         """Whether Lightning writes what `self.log` receives on this step: its logging steps, and the final step."""
@@ -200,9 +195,6 @@ class NameGen(L.LightningModule):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self.log("test/loss", loss_fn(self.model(batch[0]), batch[1]), batch_size=len(batch[1]))
-
-    def on_fit_start(self) -> None:
-        self.recorders = [cb for cb in self.trainer.callbacks if callable(getattr(cb, "records_at", None))]
 
     def on_train_start(self) -> None:
         datamodule = self.trainer.datamodule

@@ -8,7 +8,9 @@ from typing import Any, Iterator
 
 import torch
 
-from namegen.callbacks.base import Recorder, activation_summary, flat_rules, rule_for, select_modules
+from namegen.callbacks.base import Numbering, Recorder, Want, activation_summary
+from namegen.callbacks.catalog import Catalog
+from namegen.callbacks.kinds import flat_rule
 
 
 @contextmanager
@@ -25,18 +27,21 @@ def buffers_kept(model: torch.nn.Module) -> Iterator[None]:
 
 @torch.no_grad()
 def layer_stats(model: torch.nn.Module, idx: torch.Tensor) -> list[dict[str, Any]]:
-    """Each activation's summary on a batch, in forward order, without touching BatchNorm's running statistics."""
-    rules = flat_rules()
-    recorder = Recorder(select_modules(model, lambda m: rule_for(m, rules) is not None), inputs=True, outputs=True)
-    modules = dict(model.named_modules())
+    """Each activation's summary on a batch (each call of a module its own, named as the diagnostics' tags name
+    it), in module-tree order, without touching BatchNorm's running statistics."""
+    catalog = Catalog.of(model)
+    recorder = Recorder()
+    for name in catalog.kinds:
+        recorder.attach([(name, catalog.modules[name])], Want(inputs=True, outputs=True), catalog.extracts.get(name))
     try:
         with buffers_kept(model):
             model(idx)
     finally:
         recorder.remove()
-    return [{"name": name, **activation_summary(recorder.inputs.get(name), recorder.outputs[name],
-                                                rule_for(modules[name], rules))}
-            for name in recorder.order]
+    return [{"name": series, **activation_summary(recorder.inputs.get(key), recorder.outputs[key],
+                                                  flat_rule(catalog.kinds[key[0]], catalog.modules[key[0]]),
+                                                  catalog.unit_dim(key[0], recorder.outputs[key].dim()))}
+            for _, series, key in Numbering(list(catalog.kinds)).number(recorder.order) if key in recorder.outputs]
 
 
 def format_layer_stats(stats: list[dict[str, Any]]) -> str:

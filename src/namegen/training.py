@@ -297,8 +297,7 @@ def conclude(cfg: DictConfig, run_dir: Path, result: dict[str, Any], scalars: Sc
 
 
 def activation_kinds(module: torch.nn.Module) -> dict[str, str]:
-    """{module path: activation class}, for the diagnosis: a ReLU's healthy flat fraction is not a tanh's."""
-    from namegen.callbacks.base import flat_rules, rule_for
+    """{module path: activation kind}, for the diagnosis: a ReLU's healthy flat fraction is not a tanh's."""
+    from namegen.callbacks.catalog import Catalog
 
-    rules = flat_rules()
-    return {name: type(m).__name__ for name, m in module.named_modules() if rule_for(m, rules) is not None}
+    return Catalog.of(module).kinds

@@ -16,14 +16,18 @@ def judge_diverged(run: Run) -> list[Observation]:
     """The loss stopped being finite (result.json's status, or a non-finite train/loss). Ambiguous between a
     bad init and an lr too high: a bad init shows at step 0 (a confident start, saturation), the lr after."""
     bad = next(((s, v) for s, v in run.loss if not math.isfinite(v)), None)
-    if not run.diverged and bad is None:
+    nonfinite = run.first_nonfinite()
+    if not run.diverged and bad is None and nonfinite is None:
         return []
     step = number(run.result.get("diverged_step"))
-    step = int(step) if step is not None else (bad[0] if bad else None)
+    step = int(step) if step is not None else (bad[0] if bad else nonfinite[0] if nonfinite else None)
     layer = run.result.get("diverged_layer") if isinstance(run.result.get("diverged_layer"), str) else None
+    if layer is None and nonfinite is not None and (bad is None or nonfinite[0] <= bad[0]):
+        layer = nonfinite[1]
     error = run.result.get("error")
     measured = (str(error).splitlines() or [""])[0] if error else (
-        f"{run.loss_tag} = {bad[1]} at step {bad[0]}" if bad else "status diverged")
+        f"{run.loss_tag} = {bad[1]} at step {bad[0]}" if bad else
+        f"non-finite values in {nonfinite[1]} from step {nonfinite[0]}" if nonfinite else "status diverged")
     return [Observation(
         "diverged", "the loss stopped being finite", (layer,) if layer else (), (step,) if step is not None else (),
         measured, "a finite loss at every step", ({"layer": layer, "step": step, "value": bad[1] if bad else None},),
@@ -121,12 +125,18 @@ def judge_gradients(run: Run) -> list[Observation]:
         elif ratio > T:
             hits["exploding_gradients"].append((step, g, ratio))
     first, last = run.grads[0].name, run.grads[-1].name
+    # In a chain of layers (namegen's MLP) the first/last ratio is the product of the layers' gains: out of range,
+    # the early layers cannot learn. Across skip connections or several heads (a ResNet, a Transformer, BERT's
+    # masked-LM head, any module whose shape is unknown) it is no such product, so it counts only beside another harm.
+    chain = run.config is not None and run.config.arch != "transformer"
     out = []
     for name, rows in hits.items():
         if not rows:
             continue
         vanishing = name == "vanishing_gradients"
         at_start = rows[0][0] == START
+        harm = ("at step 0: each layer scales the backward signal by its gain" if at_start
+                else "the early layers stopped learning")
         out.append(Observation(
             name, "the early layers receive almost no gradient" if vanishing
             else "the early layers receive a far larger gradient than the late ones",
@@ -135,9 +145,16 @@ def judge_gradients(run: Run) -> list[Observation]:
                       + ", ".join(num(v) for v in g) + trend(g, vanishing) for step, g, ratio in rows),
             f"first/last gradient std between 1/{T:g} and {T:g} (kaiming + norm: 1.1-2.9)",
             tuple({"layer": f"{first}/{last}", "step": step, "value": ratio} for step, _, ratio in rows),
-            harm="at step 0: each layer scales the backward signal by its gain" if at_start
-            else "the early layers stopped learning", facts={"at_start": at_start}))
+            harm=harm if chain else None,
+            harm_with=() if chain else GRADIENT_HARM_WITH,
+            quiet="" if chain else "the network kept learning; without a plain chain of layers (skip connections, "
+                                   "several heads) the first/last ratio is no per-layer gain",
+            facts={"at_start": at_start}))
     return out
+
+
+# what a gradient spread outside a plain chain hurts together with: a broken start, stuck units, a divergence
+GRADIENT_HARM_WITH = ("confident_start", "saturated", "dead_units", "diverged")
 
 
 def trend(g: list[float], vanishing: bool) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from namegen.callbacks.tags import ACT, ATTN, GRAD, LOSS, NORM, TAG, UNIFORM_LOSS, UPDATE_RATIO
+from namegen.callbacks.tags import ACT, ATTN, CALL_MARK, GRAD, LOSS, NORM, TAG, UNIFORM_LOSS, UPDATE_RATIO
 from namegen.diagnosis.config import RunConfig
 from namegen.diagnosis.thresholds import (
     BOUNDED, FAR_TAIL, FAR_TAIL_BELOW, ONE_SIDED, ONE_SIDED_MEAN_TO_STD, SIGMOID_MEAN, SIGMOID_MEAN_TO_STD,
@@ -190,7 +190,7 @@ class Run:
 
     def kind(self, layer: Layer) -> str:
         """The activation's kind: by its type if known, else guessed from its outputs at the first logged step."""
-        declared = self.activations.get(layer.name)
+        declared = self.activations.get(layer.name.split(CALL_MARK)[0])  # every call of a module is its kind
         if declared is not None and kind_of(declared) is not None:
             return kind_of(declared)
         mean, std = layer.finite("mean")[:1], layer.finite("std")[:1]
@@ -230,6 +230,13 @@ class Run:
             return None
         mean = sum(tail) / len(tail)
         return (mean, self.init_loss) if mean > LOSS_STALLED * self.init_loss else None
+
+    def first_nonfinite(self) -> tuple[int, str] | None:
+        """(step, layer) of the first activation or gradient the callbacks found non-finite values in (`nonfinite`
+        > 0): at the first such step, the lowest layer in forward order; None when every value was finite."""
+        hits = [(s, layer.index, layer.name) for family in (self.acts, layers(self.scalars, GRAD))
+                for layer in family for s, v in layer.finite("nonfinite") if v > 0]
+        return min(hits)[::2] if hits else None
 
     @property
     def diverged(self) -> bool:

@@ -15,7 +15,8 @@ from namegen.diagnosis.judges import (
     judge_attention, judge_confident_start, judge_dead_units, judge_diverged, judge_gradients, judge_saturated,
 )
 from namegen.diagnosis.lr import judge_learning_rate, judge_loss_rise
-from namegen.diagnosis.observe import Observation, Run
+from namegen.callbacks.tags import ATTN, FUSED
+from namegen.diagnosis.observe import Observation, Run, layers
 
 # -- the table -----------------------------------------------------------------------------------------------------
 
@@ -24,7 +25,14 @@ def has_attention(run: Run) -> bool:
     """A model with attention: its config says so, or it logged attention logits (someone else's module)."""
     if run.config is not None:
         return run.config.arch == "transformer"
-    return bool(run.attns)
+    return bool(run.attns) or bool(layers(run.scalars, ATTN))  # logits std, or only `fused`: a kernel hid them
+
+
+def attention_reads(run: Run) -> str:
+    """What the attention rule lacks: the logits, or (the callbacks saw attention modules run a fused kernel, which
+    never forms them) the reason they could not be observed."""
+    fused = any(layer.finite(FUSED) for layer in layers(run.scalars, ATTN))
+    return "attention logits (attention not observed: fused kernel)" if fused else "attention logits"
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,8 @@ class Rule:
 
 
 RULES = (
-    Rule("diverged", lambda r: r.lacks("train") + " or run status", lambda r: "status" in r.result or bool(r.loss), judge_diverged),
+    Rule("diverged", lambda r: r.lacks("train") + " or run status", lambda r: "status" in r.result or bool(r.loss)
+         or r.first_nonfinite() is not None, judge_diverged),
     Rule("confident_start", lambda r: r.lacks("init", "uniform"), lambda r: r.init_loss is not None and r.uniform_loss is not None,
          judge_confident_start),
     Rule("saturated", "activation statistics", lambda r: bool(r.judged_acts("saturation")) or any(
@@ -49,7 +58,7 @@ RULES = (
     Rule("gradients", "gradient statistics", lambda r: len(r.grads) >= 2 and bool(
         set.intersection(*(set(dict(g.finite("std"))) for g in r.grads))), judge_gradients),
     Rule("learning_rate", "update ratios", lambda r: bool(r.updates), judge_learning_rate),
-    Rule("attention", "attention logits", lambda r: bool(r.attns), judge_attention, applies=has_attention),
+    Rule("attention", attention_reads, lambda r: bool(r.attns), judge_attention, applies=has_attention),
     Rule("loss_rise", lambda r: r.lacks("train", "init"), lambda r: r.init_loss is not None and any(
         math.isfinite(v) for _, v in r.loss), judge_loss_rise),
 )

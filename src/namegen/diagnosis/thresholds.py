@@ -15,13 +15,16 @@ from typing import Any
 
 from namegen.errors import ConfigError
 
-# An activation's kind decides what "flat" means for it, hence its saturation threshold (callbacks.base.flat_rules
-# defines each flat region). Keys are lower-cased class names.
+# An activation's kind decides what "flat" means for it, hence its saturation threshold (namegen.callbacks.kinds
+# defines each kind's flat region; its kind names are the lower-cased torch class names, which are the keys here).
+# A kind not listed (hardshrink, softshrink: flat near zero) is guessed from its outputs like an unknown module.
 BOUNDED, ONE_SIDED, FAR_TAIL, LEAKY = "bounded", "one-sided", "far-tail", "leaky"
 KINDS = {
-    BOUNDED: ("tanh", "sigmoid", "hardtanh"),  # flat near both bounds (|tanh| > 0.97): ~0 when healthy
-    ONE_SIDED: ("relu", "relu6"),  # flat for every negative input: ~50% when healthy
-    FAR_TAIL: ("gelu", "silu", "elu", "mish", "selu", "celu"),  # flat only far below zero (x < -3): a few %
+    # flat near both bounds (|tanh| > 0.97; hardtanh, hardsigmoid outside their linear part): ~0 when healthy
+    BOUNDED: ("tanh", "sigmoid", "hardtanh", "softsign", "hardsigmoid"),
+    ONE_SIDED: ("relu", "relu6", "relu2", "threshold"),  # flat for every negative input: ~50% when healthy
+    # flat only far into one tail (x < -3; logsigmoid x > 3): a few %
+    FAR_TAIL: ("gelu", "quick_gelu", "silu", "elu", "mish", "selu", "celu", "softplus", "hardswish", "logsigmoid"),
     LEAKY: ("leakyrelu", "prelu", "rrelu"),  # never flat: the negative side keeps its slope, so no unit dies
 }
 KIND_OF = {name: kind for kind, names in KINDS.items() for name in names}
