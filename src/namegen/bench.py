@@ -34,6 +34,7 @@ from hydra.utils import instantiate
 
 from namegen.data import CharDataModule, RandomBatches
 from namegen.model import MLP, MLPConfig, initialize
+from namegen.module import COMPILE_AUTO
 from namegen.training import build, validate
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -140,11 +141,12 @@ def namegen_run(overrides: list[str], run_dir: Path, steps: int) -> float:
 
 
 def compare(contenders: dict[str, Callable[[], float]], rounds: int, baseline: str) -> dict[str, dict[str, float]]:
-    """Run each contender once per round, interleaved; median steps/s and median per-round ratio to baseline."""
+    """Run each contender once per round, interleaved, in an order rotated each round (run right after the bare
+    Trainer, namegen measured up to 14% slower than run before it); median steps/s and median per-round ratio."""
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     for r in range(rounds):
-        for name, run in contenders.items():
-            samples[name].append(run())
+        for name in sorted(contenders, key=lambda n: ([*contenders].index(n) - r) % len(contenders)):
+            samples[name].append(contenders[name]())
             print(f"  round {r + 1}/{rounds}  {name:<28} {samples[name][-1]:8.0f} steps/s", flush=True)
     return {
         name: {
@@ -192,8 +194,6 @@ def bench_throughput(args: argparse.Namespace) -> None:
                  ("namegen, diagnostics on, compiled", "namegen, diagnostics off, compiled"),
                  ("namegen, diagnostics off, compiled", "namegen, diagnostics off")):
         print(f"{a} / {b}: {table[a]['ratio'] / table[b]['ratio']:.2f}x")
-    from namegen.module import COMPILE_AUTO
-
     faster = table["namegen, diagnostics off, compiled"]["ratio"] > table["namegen, diagnostics off"]["ratio"]
     auto = "eager" if COMPILE_AUTO["min_steps"] is None else f"compiled from {COMPILE_AUTO['min_steps']:,} steps"
     print(f"compile=auto picks {auto} (namegen.module.COMPILE_AUTO); this run measured "
