@@ -2,7 +2,7 @@
 
 import re
 
-from namegen.bench import WARMUP, main, namegen_run
+from namegen.bench import WARMUP, compare, main, namegen_run
 
 
 def test_throughput_benchmark_prints_each_contender_and_the_ratios(tmp_path, capsys):
@@ -32,3 +32,14 @@ def test_each_round_of_a_namegen_contender_is_a_new_run(tmp_path):
     assert all(rate > 0 for rate in rates)
     runs = sorted(p for p in tmp_path.iterdir() if p.name.startswith("minimal-"))
     assert len(runs) == 2 and all((p / "result.json").exists() or (p / "checkpoints").is_dir() for p in runs)
+
+
+def test_each_contender_takes_each_place_in_the_order_once_in_as_many_rounds(capsys):
+    """A contender run right after another one measured slower than run before it: no fixed order."""
+    order = []
+    rates = {"a": 100.0, "b": 50.0, "c": 25.0}
+    table = compare({name: lambda name=name: order.append(name) or rates[name] for name in rates}, 3, baseline="a")
+    rounds = [order[i:i + 3] for i in range(0, 9, 3)]
+    assert all(sorted(r) == ["a", "b", "c"] for r in rounds)  # each once a round
+    assert [sorted(r[place] for r in rounds) for place in range(3)] == [["a", "b", "c"]] * 3  # each place, each once
+    assert table["b"] == {"steps_per_sec": 50.0, "ratio": 0.5} and table["c"]["ratio"] == 0.25
