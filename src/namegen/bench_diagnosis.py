@@ -198,7 +198,13 @@ def same_run(previous: Path, case: Case, data: str, extra: list[str]) -> bool:
     if not (record.is_file() and (previous / "result.json").is_file()):
         return False
     wanted = compose_config([*train_args(case, data, previous, extra)[:-1], f"run_dir={previous}"])
-    return leaves(OmegaConf.load(record)) == leaves(wanted)
+    return trained(leaves(OmegaConf.load(record))) == trained(leaves(wanted))
+
+
+def trained(config: dict[str, Any]) -> dict[str, Any]:
+    """The leaves that decide what trains: all but the callbacks', which record the run (a newer callback records
+    more tags of the same bit-identical run; the reused run keeps the tags its own callbacks wrote)."""
+    return {k: v for k, v in config.items() if not k.startswith("callbacks.")}
 
 
 def train(case: Case, data: str, run_dir: Path, extra: list[str], reuse: Path | None) -> Path:
@@ -318,7 +324,8 @@ def bench_diagnosis(data: str, out: Path, jobs: int = JOBS, reuse: Path | None =
     """`reuse`: an earlier benchmark's folder whose runs are taken as they are where their config is identical
     (after a change to the diagnosis alone, only the fixes that changed train again)."""
     data = str(Path(data).resolve())
-    out = out / time.strftime("diagnosis_%Y-%m-%d_%H-%M-%S")  # each benchmark trains into folders of its own
+    # absolute: train.py runs from the repository, so a relative folder would be another folder there
+    out = out.resolve() / time.strftime("diagnosis_%Y-%m-%d_%H-%M-%S")  # each benchmark trains into its own folders
     out.mkdir(parents=True)
     halves = {half: sum(c.half == half for c in CASES) for half in (DEV, HELD_OUT)}
     print(f"## diagnosis benchmark: {len(CASES)} cases ({halves[DEV]} development, {halves[HELD_OUT]} held out) on "
