@@ -54,6 +54,15 @@ def test_the_lesson_s_grid_explained_naive_batchnorm_has_20x_smaller_updates(gri
     assert "init.scheme=kaiming" in naive and "model.norm=batchnorm" in naive
 
 
+def test_a_run_behind_a_best_without_a_norm_is_never_told_to_drop_its_norm(grid):
+    """Short runs can make kaiming,none the best: naive,batchnorm then differs in init and norm, and taking its
+    BatchNorm away would leave naive init unrescued. The fix keeps the norm: init, or the lr."""
+    lines = why([r for r in grid if r.name != "init=kaiming,norm=batchnorm"])
+    line = lines["init=naive,norm=batchnorm"]
+    assert "behind init=kaiming,norm=none" in line and "model.norm=batchnorm (the best: none)" in line
+    assert line.endswith("try init.scheme=kaiming, or a higher lr")
+
+
 def test_per_run_naive_batchnorm_gets_a_note_and_the_other_verdicts_stay(grid):
     for run in grid:
         d = diagnose(run.scalars, {**run.result, "health": None}, config=run.config)

@@ -134,6 +134,9 @@ STATS = (
 )
 
 
+NORM_KEY = "model.norm"
+
+
 def settings(run: Sweep, best: Sweep) -> list[tuple[str, Any, Any]]:
     """(key, this run's value, the best's) for each config value that differs, where the run writes left out."""
     from namegen.checks import flatten
@@ -178,7 +181,9 @@ def why(runs: list[Sweep]) -> dict[str, str]:
         if differ:
             parts.append("it differs in " + ", ".join(f"{k}={v} (the best: {w})" for k, v, w in differ[:4])
                          + (f" and {len(differ) - 4} more" if len(differ) > 4 else ""))
-        fix = [f"{k}={w}" for k, _, w in differ[:2] if w is not None]
+        # never "take the norm away": a norm is what rescues a bad init or lr, so removing one trades this run's
+        # trouble for a worse one, even where the best run happens to have none
+        fix = [f"{k}={w}" for k, _, w in differ if w is not None and (k, w) != (NORM_KEY, "none")][:2]
         # the lr only where the update size is what sets the run apart: the lr scales every update
         fix += [("a higher lr" if a < b else "a lower lr") for _, stat, a, b in shown if stat.name == "update ratio"]
         if fix:
